@@ -1,0 +1,1 @@
+"""The Floyo agent: watches folders and sends usage events to a Floyo server."""

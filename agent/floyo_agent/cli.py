@@ -1,0 +1,2 @@
+def main():
+    raise SystemExit("floyo-agent is not built yet")

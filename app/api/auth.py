@@ -1,0 +1,57 @@
+"""Authentication of API requests by `Authorization: Bearer KEY`."""
+
+import functools
+
+from flask import g, request
+from flask_login import current_user
+
+from app.api.errors import ApiError
+from app.auth import service as auth_service
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _bearer_key():
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def api_auth_required(view):
+    """Require an API key; reads may also come from a signed-in browser session.
+
+    Writes never accept the cookie: the API is exempt from CSRF, so a cookie-authenticated write
+    could be forged by another site.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        raw_key = _bearer_key()
+        if raw_key is not None:
+            api_key = auth_service.authenticate_api_key(raw_key)
+            if api_key is None:
+                raise ApiError(
+                    401, "invalid_api_key", "The API key is invalid or revoked. Create a new key in Settings."
+                )
+            g.api_key = api_key
+            g.user = api_key.user
+            g.org_id = api_key.org_id
+        elif request.method in SAFE_METHODS and current_user.is_authenticated:
+            from app.orgs.service import current_org
+
+            g.api_key = None
+            g.user = current_user
+            g.org_id = current_org().id
+        else:
+            raise ApiError(
+                401,
+                "missing_api_key",
+                "This route needs an API key. Send it as 'Authorization: Bearer KEY'; create one in Settings.",
+            )
+        g.log_user_id = g.user.id
+        g.log_org_id = g.org_id
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,73 @@
+"""Users, their server-side sessions and their API keys."""
+
+from flask_login import UserMixin
+
+from app.db_types import UTCDateTime
+from app.extensions import db
+from app.timeutil import utcnow
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id = db.Column(db.Integer, primary_key=True)
+    email = db.Column(db.String(254), nullable=False, unique=True)
+    password_hash = db.Column(db.String(256), nullable=False)
+    name = db.Column(db.String(120), nullable=False, default="")
+    is_admin = db.Column(db.Boolean, nullable=False, default=False)
+    active = db.Column(db.Boolean, nullable=False, default=True)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    memberships = db.relationship("Membership", back_populates="user", cascade="all, delete-orphan")
+
+    # Set by the session loader: Flask-Login keeps `get_id()` in the cookie, and for Floyo that is
+    # the server-side session's key, so revoking the session row signs the cookie out.
+    session_key = None
+    user_session = None
+
+    @property
+    def is_active(self):
+        return self.active
+
+    def get_id(self):
+        return self.session_key
+
+
+class UserSession(db.Model):
+    """A signed-in browser. The cookie carries the key; the table keeps only its hash."""
+
+    __tablename__ = "user_sessions"
+
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    key_hash = db.Column(db.String(64), nullable=False, unique=True)
+    user_agent = db.Column(db.String(300), nullable=False, default="")
+    ip_address = db.Column(db.String(64), nullable=False, default="")
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    last_seen_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    revoked_at = db.Column(UTCDateTime)
+
+    user = db.relationship("User")
+
+
+class ApiKey(db.Model):
+    """A key for the JSON API. Shown once; stored as a SHA-256 hash beside a visible prefix."""
+
+    __tablename__ = "api_keys"
+
+    id = db.Column(db.Integer, primary_key=True)
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    name = db.Column(db.String(100), nullable=False)
+    prefix = db.Column(db.String(32), nullable=False, unique=True)
+    key_hash = db.Column(db.String(64), nullable=False, unique=True)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    last_used_at = db.Column(UTCDateTime)
+    revoked_at = db.Column(UTCDateTime)
+
+    user = db.relationship("User")
+    organization = db.relationship("Organization")
+
+    @property
+    def is_revoked(self):
+        return self.revoked_at is not None

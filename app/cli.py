@@ -1,0 +1,55 @@
+"""`flask floyo ...` commands for scripting and operations."""
+
+import click
+from flask.cli import AppGroup
+
+from app.auth import service as auth_service
+from app.errors import ServiceError
+from app.extensions import db
+from app.orgs.service import personal_org
+
+floyo = AppGroup("floyo", help="Floyo administration commands.")
+
+
+def _user_or_exit(email):
+    user = auth_service.find_user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user with email {email!r}. Create one with 'flask floyo create-user'.")
+    return user
+
+
+@floyo.command("create-user")
+@click.option("--email", required=True, help="Email address to sign in with.")
+@click.option("--password", required=True, help="Password, at least 10 characters.")
+@click.option("--name", default="", help="Display name.")
+@click.option("--admin", is_flag=True, help="Make the user a site admin.")
+def create_user(email, password, name, admin):
+    """Create a user and their personal organization."""
+    try:
+        user = auth_service.create_user(email, password, name=name, is_admin=admin)
+        db.session.commit()
+    except ServiceError as error:
+        db.session.rollback()
+        details = "; ".join(f"{field}: {message}" for field, message in (error.details or {}).items())
+        raise click.ClickException(f"{error.message} {details}".strip()) from error
+    click.echo(f"Created user {user.email} (id {user.id}){' as admin' if admin else ''}.")
+
+
+@floyo.command("create-api-key")
+@click.option("--email", required=True, help="The user the key acts for.")
+@click.option("--name", default="cli", show_default=True, help="A name to recognise the key by.")
+def create_api_key(email, name):
+    """Create an API key for the user's personal organization; the key is the last line printed."""
+    user = _user_or_exit(email)
+    org = personal_org(user)
+    raw, api_key = auth_service.create_api_key(user, org.id, name)
+    db.session.commit()
+    click.echo(f"Created API key {api_key.prefix} for {user.email} in organization {org.id}. It is shown only once:")
+    click.echo(raw)
+
+
+def init_app(app):
+    app.cli.add_command(floyo)
+    # Commands of the domain packages register themselves on the same group.
+    from app.events import cli as events_cli  # noqa: F401
+    from app.insights import cli as insights_cli  # noqa: F401

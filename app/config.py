@@ -1,0 +1,110 @@
+"""Settings, read from the environment once when the app is built.
+
+Every setting here is listed with its default in `.env.example`.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _int(name, default):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise RuntimeError(f"Setting {name} must be a whole number, got {raw!r}") from error
+
+
+def _float(name, default):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise RuntimeError(f"Setting {name} must be a number, got {raw!r}") from error
+
+
+def _bool(name, default):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _database_url(instance_path):
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        return f"sqlite:///{instance_path / 'floyo.db'}"
+    # Heroku-style URLs name the scheme "postgres"; SQLAlchemy wants the driver spelled out.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _secret_key(instance_path):
+    """Return SECRET_KEY, or a random key kept in the instance folder for the embedded mode."""
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    key_file = instance_path / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def load_config(instance_path):
+    """Build the settings mapping from the environment."""
+    instance_path = Path(instance_path)
+    return {
+        "SECRET_KEY": _secret_key(instance_path),
+        "SQLALCHEMY_DATABASE_URI": _database_url(instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Empty means the embedded mode: an in-process queue on a worker thread.
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO").upper(),
+        # "text" (key=value lines) or "json" (one JSON object a line).
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text").lower(),
+        # Requests larger than this get 413 before any view reads them.
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024),
+        "EVENTS_BATCH_MAX_EVENTS": _int("EVENTS_BATCH_MAX_EVENTS", 1000),
+        "EVENTS_BATCH_MAX_BYTES": _int("EVENTS_BATCH_MAX_BYTES", 1024 * 1024),
+        "EVENT_METADATA_MAX_BYTES": _int("EVENT_METADATA_MAX_BYTES", 4096),
+        "EVENT_METADATA_MAX_DEPTH": _int("EVENT_METADATA_MAX_DEPTH", 4),
+        "GIT_IMPORT_MAX_BYTES": _int("GIT_IMPORT_MAX_BYTES", 50 * 1024 * 1024),
+        "SIGNIN_RATE_LIMIT": _int("SIGNIN_RATE_LIMIT", 10),
+        "SIGNIN_RATE_WINDOW_SECONDS": _int("SIGNIN_RATE_WINDOW_SECONDS", 300),
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        # CSRF tokens last as long as the session: a form left open for hours still submits.
+        "WTF_CSRF_TIME_LIMIT": None,
+        "WTF_CSRF_HEADERS": ["X-CSRFToken"],
+        # The analysis. Sessions without a `session` value split where events are further apart.
+        "ANALYSIS_SESSION_GAP_MINUTES": _int("ANALYSIS_SESSION_GAP_MINUTES", 30),
+        # Change-coupling thresholds, with code-maat's defaults.
+        "COUPLING_MAX_SESSION_FILES": _int("COUPLING_MAX_SESSION_FILES", 30),
+        "COUPLING_MIN_REVS": _int("COUPLING_MIN_REVS", 5),
+        "COUPLING_MIN_SHARED": _int("COUPLING_MIN_SHARED", 5),
+        "COUPLING_MIN_DEGREE": _float("COUPLING_MIN_DEGREE", 30.0),
+        "SEQUENCE_MAX_GAP_MINUTES": _int("SEQUENCE_MAX_GAP_MINUTES", 10),
+        "SEQUENCE_MIN_SUPPORT": _int("SEQUENCE_MIN_SUPPORT", 3),
+        "SEQUENCE_MAX_LENGTH": _int("SEQUENCE_MAX_LENGTH", 4),
+        "RECURRENCE_MIN_WEEKS": _int("RECURRENCE_MIN_WEEKS", 3),
+        "PRODUCED_MIN_SESSIONS": _int("PRODUCED_MIN_SESSIONS", 3),
+        "FREQUENT_TOP_N": _int("FREQUENT_TOP_N", 50),
+    }

@@ -1,0 +1,1 @@
+"""`flask floyo import-git`."""

@@ -1,0 +1,190 @@
+"""Background jobs on RQ: enqueueing after commit, and the workers.
+
+Full mode talks to the Redis server at REDIS_URL and jobs run in `rq worker` processes. The
+embedded mode (no REDIS_URL) keeps an in-memory Redis (fakeredis) inside the web process and runs
+the same RQ job functions on a worker thread started at the first enqueue.
+"""
+
+import functools
+import logging
+import threading
+import time
+import uuid
+
+import fakeredis
+import redis
+from flask import current_app, has_app_context
+from rq import Queue, SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("default", "analysis")
+DEFAULT_JOB_TIMEOUT = 3600
+
+
+class JobQueues:
+    """The app's Redis connection and queues, kept on `app.extensions["floyo_queue"]`."""
+
+    def __init__(self, app):
+        self.app = app
+        self.embedded = not app.config["REDIS_URL"]
+        if self.embedded:
+            self.server = fakeredis.FakeServer()
+            self.connection = fakeredis.FakeRedis(server=self.server)
+        else:
+            self.connection = redis.Redis.from_url(app.config["REDIS_URL"])
+        self.queues = {name: Queue(name, connection=self.connection) for name in QUEUE_NAMES}
+        self._worker_thread = None
+        self._worker = None
+        self._lock = threading.Lock()
+
+    def enqueue(self, func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT, **kwargs):
+        if self.embedded:
+            self.start_embedded_worker()
+        job = self.queues[queue].enqueue(func, *args, job_id=job_id, job_timeout=timeout, **kwargs)
+        logger.info("enqueued job=%s func=%s queue=%s", job.id, job.func_name, queue)
+        return job
+
+    def start_embedded_worker(self):
+        with self._lock:
+            if self._worker_thread is not None and self._worker_thread.is_alive():
+                return
+            self._worker = EmbeddedWorker(
+                list(self.queues.values()), connection=self.connection, name=f"embedded-{uuid.uuid4().hex[:8]}"
+            )
+            self._worker.app = self.app
+            self._worker_thread = threading.Thread(
+                target=self._worker.work, kwargs={"logging_level": "WARNING"}, name="floyo-embedded-worker", daemon=True
+            )
+            self._worker_thread.start()
+
+    def stop_embedded_worker(self):
+        if self._worker is not None:
+            self._worker.request_stop(None, None)
+        if self._worker_thread is not None:
+            self._worker_thread.join(timeout=10)
+        self._worker_thread = None
+        self._worker = None
+
+    def wait_until_idle(self, timeout=30.0):
+        """Block until every queue is empty and no job is running; for tests and the CLI."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = sum(queue.count for queue in self.queues.values())
+            running = sum(queue.started_job_registry.count for queue in self.queues.values())
+            if pending == 0 and running == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def get_queues(app=None):
+    return (app or current_app).extensions["floyo_queue"]
+
+
+def init_app(app):
+    app.extensions["floyo_queue"] = JobQueues(app)
+
+
+def enqueue(func, *args, **kwargs):
+    """Enqueue a job now. Prefer `enqueue_after_commit` when the job reads rows being written."""
+    return get_queues().enqueue(func, *args, **kwargs)
+
+
+def enqueue_after_commit(func, *args, **kwargs):
+    """Enqueue a job once the current database transaction commits; drop it on rollback.
+
+    A worker can pick a job up within milliseconds, before an uncommitted row would be visible to
+    it, so jobs that read what the request wrote wait for the commit.
+    """
+    from app.extensions import db
+
+    session = db.session()
+    session.info.setdefault("floyo_pending_jobs", []).append((get_queues(), func, args, kwargs))
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_pending_jobs(session):
+    pending = session.info.pop("floyo_pending_jobs", [])
+    for queues, func, args, kwargs in pending:
+        try:
+            queues.enqueue(func, *args, **kwargs)
+        except redis.RedisError:
+            # The rows are committed; the job can be run again by hand (`flask floyo analyze`).
+            logger.exception("enqueue failed after commit func=%s args=%s", getattr(func, "__name__", func), args)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_jobs(session):
+    session.info.pop("floyo_pending_jobs", None)
+
+
+_worker_app = None
+_worker_app_lock = threading.Lock()
+
+
+def _app_for_worker():
+    """The app a job runs in when it was started outside one (a plain `rq worker` process)."""
+    global _worker_app
+    with _worker_app_lock:
+        if _worker_app is None:
+            from app import create_app
+
+            _worker_app = create_app()
+        return _worker_app
+
+
+def job(func):
+    """Run a job function inside an app context, creating the app once per worker process.
+
+    The database session is removed afterwards so that one job's failed transaction never leaks
+    into the next job run by the same worker.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if has_app_context():
+            return _run_job(func, args, kwargs)
+        with _app_for_worker().app_context():
+            return _run_job(func, args, kwargs)
+
+    return wrapper
+
+
+def _run_job(func, args, kwargs):
+    from app.extensions import db
+
+    try:
+        return func(*args, **kwargs)
+    finally:
+        db.session.remove()
+
+
+class FloyoWorker(SimpleWorker):
+    """An RQ worker that runs jobs in the Floyo app's context without forking for each job.
+
+    Start it with `rq worker -w app.queue.FloyoWorker --url $REDIS_URL default analysis`.
+    """
+
+    app = None
+
+    def execute_job(self, job, queue):
+        app = self.app or _app_for_worker()
+        with app.app_context():
+            return super().execute_job(job, queue)
+
+
+class EmbeddedWorker(FloyoWorker):
+    """A worker on a thread of the web process.
+
+    RQ installs signal handlers and enforces job timeouts with SIGALRM, and both only work in a
+    process's main thread; this worker leaves the handlers out and times jobs with a timer thread.
+    """
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        pass
