@@ -11,3 +11,7 @@ bp = Blueprint("events", __name__)
 def index():
     """Browse the organization's events."""
     return render_template("events/index.html")
+
+
+# The import pages register their routes on the same blueprint.
+from app.events import import_views  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Pages to import a git history and follow its progress."""
