@@ -1,6 +1,8 @@
 """Every model, imported in one place so that Alembic's autogenerate and `flask db check` see them all."""
 
+from app.analytics.models import ActivitySession, AnalyticsState, HourlyCount, PathHourlyCount  # noqa: F401
 from app.auth.models import ApiKey, User, UserSession  # noqa: F401
 from app.events.models import Event, GitImport  # noqa: F401
+from app.files.models import File, Folder  # noqa: F401
 from app.insights.models import AnalysisState, Pattern, Suggestion  # noqa: F401
 from app.orgs.models import Membership, Organization  # noqa: F401

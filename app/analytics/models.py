@@ -1,0 +1,77 @@
+"""Rollups of usage events: what the analytics pages read instead of the raw events.
+
+Counts are kept per UTC hour, so that a day or a week in any time zone with a whole-hour offset is
+a sum of whole buckets. The ingest path adds each stored batch to them (`service.record_events`),
+and `service.rebuild_rollups` recomputes them from the raw events.
+"""
+
+from app.db_types import UTCDateTime
+from app.extensions import db
+
+# Events without a user (the user was deleted, or a key without one) are counted under user 0.
+NO_USER = 0
+
+
+class HourlyCount(db.Model):
+    """Events per UTC hour by user, type, tool and file extension."""
+
+    __tablename__ = "analytics_hourly"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    hour_start = db.Column(UTCDateTime, primary_key=True)
+    user_id = db.Column(db.Integer, primary_key=True)
+    type = db.Column(db.String(32), primary_key=True)
+    tool = db.Column(db.String(100), primary_key=True)
+    # Lower-case extension without the dot ("pdf"), or "" for a path without one.
+    ext = db.Column(db.String(32), primary_key=True)
+    count = db.Column(db.BigInteger, nullable=False, default=0)
+
+
+class PathHourlyCount(db.Model):
+    """Events per UTC hour by path, for top files and the path prefix filter."""
+
+    __tablename__ = "analytics_path_hourly"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    hour_start = db.Column(UTCDateTime, primary_key=True)
+    # SHA-256 of the path: paths can be longer than an index entry may be.
+    path_key = db.Column(db.String(64), primary_key=True)
+    user_id = db.Column(db.Integer, primary_key=True)
+    type = db.Column(db.String(32), primary_key=True)
+    tool = db.Column(db.String(100), primary_key=True)
+    ext = db.Column(db.String(32), nullable=False, default="")
+    path = db.Column(db.String(1024), nullable=False)
+    count = db.Column(db.BigInteger, nullable=False, default=0)
+
+
+class ActivitySession(db.Model):
+    """A unit of work: the events of one `session` value, or a user's events with no gap over the limit."""
+
+    __tablename__ = "analytics_sessions"
+    __table_args__ = (
+        db.Index("ix_analytics_sessions_org_started", "org_id", "started_at"),
+        db.Index("ix_analytics_sessions_org_user_session", "org_id", "user_id", "session", "started_at"),
+    )
+
+    id = db.Column(db.BigInteger().with_variant(db.Integer(), "sqlite"), primary_key=True)
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+    user_id = db.Column(db.Integer, nullable=False, default=NO_USER)
+    # The events' `session` value, or "" for sessions split by the gap between a user's events.
+    session = db.Column(db.String(200), nullable=False, default="")
+    started_at = db.Column(UTCDateTime, nullable=False)
+    ended_at = db.Column(UTCDateTime, nullable=False)
+    event_count = db.Column(db.Integer, nullable=False, default=0)
+
+
+class AnalyticsState(db.Model):
+    """Per organization: how many events the rollups hold, and when they were last rebuilt.
+
+    Recording a batch updates this row first, so batches of one organization add to the rollups
+    one transaction at a time (the row lock serialises them) and session merging sees every batch.
+    """
+
+    __tablename__ = "analytics_states"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    events_recorded = db.Column(db.BigInteger, nullable=False, default=0)
+    rebuilt_at = db.Column(UTCDateTime)
