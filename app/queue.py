@@ -40,6 +40,8 @@ class JobQueues:
         self._worker_thread = None
         self._worker = None
         self._lock = threading.Lock()
+        # Objects with start() and stop() that run beside the embedded worker (the workflow scheduler).
+        self.embedded_services = []
 
     def enqueue(self, func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT, **kwargs):
         if self.embedded:
@@ -60,10 +62,16 @@ class JobQueues:
                 target=self._worker.work, kwargs={"logging_level": "WARNING"}, name="floyo-embedded-worker", daemon=True
             )
             self._worker_thread.start()
+            for service in self.embedded_services:
+                service.start()
 
     def stop_embedded_worker(self):
+        for service in self.embedded_services:
+            service.stop()
         if self._worker is not None:
-            self._worker.request_stop(None, None)
+            # Not RQ's request_stop: it is a signal handler that replaces the process's SIGINT and
+            # SIGTERM handlers and raises StopRequested in the calling thread when the worker is idle.
+            self._worker._stop_requested = True
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=10)
         self._worker_thread = None
@@ -188,3 +196,14 @@ class EmbeddedWorker(FloyoWorker):
 
     def _install_signal_handlers(self):
         pass
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """Wait for a job in steps of a second, so that a stop request ends an idle worker promptly.
+
+        RQ checks its stop flag only between jobs; returning None makes its work loop end.
+        """
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(1, max_idle_time=1)
+            if result is not None:
+                return result
+        return None
