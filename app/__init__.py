@@ -80,16 +80,22 @@ def _register_blueprints(app):
     from app.api import bp as api_bp
 
     # Importing the API modules registers their routes on the API blueprint.
+    from app.analytics import api as _analytics_api  # noqa: F401
+    from app.analytics.views import bp as analytics_bp
     from app.auth import api as _auth_api  # noqa: F401
     from app.auth.views import bp as auth_bp
     from app.events import api as _events_api  # noqa: F401
     from app.events.views import bp as events_bp
+    from app.files import api as _files_api  # noqa: F401
+    from app.files.views import bp as files_bp
     from app.insights import api as _insights_api  # noqa: F401
     from app.insights.views import bp as insights_bp
     from app.monitoring.views import bp as monitoring_bp
 
+    app.register_blueprint(analytics_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(events_bp)
+    app.register_blueprint(files_bp)
     app.register_blueprint(insights_bp)
     app.register_blueprint(monitoring_bp)
     app.register_blueprint(api_bp)

@@ -107,4 +107,19 @@ def load_config(instance_path):
         "RECURRENCE_MIN_WEEKS": _int("RECURRENCE_MIN_WEEKS", 3),
         "PRODUCED_MIN_SESSIONS": _int("PRODUCED_MIN_SESSIONS", 3),
         "FREQUENT_TOP_N": _int("FREQUENT_TOP_N", 50),
+        # Analytics: the longest date range one request may ask for, and the length of top lists.
+        "ANALYTICS_MAX_RANGE_DAYS": _int("ANALYTICS_MAX_RANGE_DAYS", 366),
+        "ANALYTICS_TOP_N": _int("ANALYTICS_TOP_N", 10),
+        # Files: "local" keeps them under FILE_STORAGE_PATH (default INSTANCE_PATH/files), "s3" in
+        # the S3_BUCKET of an S3-compatible service.
+        "FILE_STORAGE": os.environ.get("FILE_STORAGE", "local").lower(),
+        "FILE_STORAGE_PATH": os.environ.get("FILE_STORAGE_PATH") or str(instance_path / "files"),
+        # One upload request (one file from the page's uploader) may be at most this large.
+        "FILE_MAX_UPLOAD_BYTES": _int("FILE_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        "S3_BUCKET": os.environ.get("S3_BUCKET", ""),
+        "S3_ENDPOINT_URL": os.environ.get("S3_ENDPOINT_URL", ""),
+        "S3_REGION": os.environ.get("S3_REGION", "us-east-1"),
+        "S3_ACCESS_KEY_ID": os.environ.get("S3_ACCESS_KEY_ID", ""),
+        "S3_SECRET_ACCESS_KEY": os.environ.get("S3_SECRET_ACCESS_KEY", ""),
+        "S3_PREFIX": os.environ.get("S3_PREFIX", ""),
     }

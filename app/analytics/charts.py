@@ -1,0 +1,90 @@
+"""plotly.js figures (plain data and layout) for the dashboard's numbers; static/analytics.js draws them."""
+
+LAYOUT = {"margin": {"l": 48, "r": 16, "t": 8, "b": 40}, "height": 300, "legend": {"orientation": "h"}}
+
+
+def _layout(**extra):
+    return {**LAYOUT, **extra}
+
+
+def _bar_list(items, label_key, title):
+    items = list(reversed(items))
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "orientation": "h",
+                "x": [item["count"] for item in items],
+                "y": [str(item[label_key]) or "(none)" for item in items],
+                "name": title,
+            }
+        ],
+        "layout": _layout(margin={"l": 180, "r": 16, "t": 8, "b": 40}, yaxis={"automargin": True}),
+    }
+
+
+def build_figures(dashboard):
+    activity = dashboard["activity"]
+    heatmap = dashboard["heatmap"]
+    sessions = dashboard["sessions"]
+    runs = dashboard["workflow_runs"]
+    suggestions = dashboard["suggestions"]
+    figures = {
+        "activity": {
+            "data": [
+                {"type": "bar", "name": series["type"], "x": activity["periods"], "y": series["counts"]}
+                for series in activity["series"]
+            ],
+            "layout": _layout(barmode="stack", xaxis={"type": "category"}),
+        },
+        "heatmap": {
+            "data": [
+                {
+                    "type": "heatmap",
+                    "x": [f"{hour:02d}:00" for hour in heatmap["hours"]],
+                    "y": heatmap["weekdays"],
+                    "z": heatmap["counts"],
+                    "colorscale": "Blues",
+                }
+            ],
+            "layout": _layout(yaxis={"autorange": "reversed"}),
+        },
+        "top_files": _bar_list(dashboard["top_files"], "path", "events"),
+        "top_file_types": _bar_list(dashboard["top_file_types"], "name", "events"),
+        "top_tools": _bar_list(dashboard["top_tools"], "name", "events"),
+        "sessions": {
+            "data": [
+                {"type": "bar", "name": "sessions", "x": sessions["periods"], "y": sessions["counts"]},
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers",
+                    "name": "average minutes",
+                    "x": sessions["periods"],
+                    "y": sessions["average_minutes"],
+                    "yaxis": "y2",
+                },
+            ],
+            "layout": _layout(
+                xaxis={"type": "category"}, yaxis2={"overlaying": "y", "side": "right", "title": {"text": "minutes"}}
+            ),
+        },
+        "suggestions": {
+            "data": [
+                {
+                    "type": "bar",
+                    "x": ["accepted", "dismissed", "open now"],
+                    "y": [suggestions["accepted"], suggestions["dismissed"], suggestions["open"]],
+                }
+            ],
+            "layout": _layout(),
+        },
+    }
+    if runs["available"]:
+        figures["workflow_runs"] = {
+            "data": [
+                {"type": "bar", "name": "succeeded", "x": runs["periods"], "y": runs["succeeded"]},
+                {"type": "bar", "name": "other", "x": runs["periods"], "y": runs["other"]},
+            ],
+            "layout": _layout(barmode="stack", xaxis={"type": "category"}),
+        }
+    return figures

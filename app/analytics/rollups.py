@@ -1,0 +1,238 @@
+"""Keeping the rollups: adding each stored batch of events, and rebuilding them from raw events."""
+
+import hashlib
+import logging
+import posixpath
+from collections import Counter, defaultdict
+from datetime import UTC, timedelta
+
+from flask import current_app
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.analytics.models import NO_USER, ActivitySession, AnalyticsState, HourlyCount, PathHourlyCount
+from app.events.models import Event
+from app.extensions import db
+from app.timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+UPSERT_CHUNK_ROWS = 500
+REBUILD_BATCH_EVENTS = 5000
+EXT_MAX_LENGTH = 32
+
+
+def extension_of(path):
+    """Return the lower-case extension of the path's last part without the dot, or ""."""
+    name = posixpath.basename(path.replace("\\", "/"))
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > EXT_MAX_LENGTH:
+        return ""
+    return ext.lower()
+
+
+def path_key(path):
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
+def _field(event, name):
+    if isinstance(event, dict):
+        return event.get(name)
+    return getattr(event, name)
+
+
+def record_events(org_id, events):
+    """Add stored events to the organization's rollups, in the caller's transaction.
+
+    `events` are Event rows or dicts with user_id, type, tool, path, occurred_at and session. Call
+    it once for each event actually stored (never for a duplicate), before the commit that stores
+    them, so the rollups and the events commit or roll back together.
+    """
+    if not events:
+        return
+    _lock_state(org_id, len(events))
+
+    hourly = Counter()
+    path_hourly = Counter()
+    paths = {}
+    for event in events:
+        occurred_at = _field(event, "occurred_at").astimezone(UTC)
+        hour_start = occurred_at.replace(minute=0, second=0, microsecond=0)
+        user_id = _field(event, "user_id") or NO_USER
+        path = _field(event, "path")
+        tool = _field(event, "tool") or ""
+        ext = extension_of(path)
+        key = path_key(path)
+        hourly[(hour_start, user_id, _field(event, "type"), tool, ext)] += 1
+        path_hourly[(hour_start, key, user_id, _field(event, "type"), tool)] += 1
+        paths[key] = (path, ext)
+
+    _upsert_counts(
+        HourlyCount,
+        [
+            {"org_id": org_id, "hour_start": h, "user_id": u, "type": t, "tool": tool, "ext": ext, "count": n}
+            for (h, u, t, tool, ext), n in sorted(hourly.items())
+        ],
+    )
+    _upsert_counts(
+        PathHourlyCount,
+        [
+            {
+                "org_id": org_id,
+                "hour_start": h,
+                "path_key": key,
+                "user_id": u,
+                "type": t,
+                "tool": tool,
+                "ext": paths[key][1],
+                "path": paths[key][0],
+                "count": n,
+            }
+            for (h, key, u, t, tool), n in sorted(path_hourly.items())
+        ],
+    )
+    _merge_sessions(org_id, events)
+
+
+def _insert_for_dialect():
+    return postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _lock_state(org_id, count):
+    """Add `count` to the organization's state row, which holds its row lock until the commit."""
+    insert = _insert_for_dialect()
+    db.session.execute(insert(AnalyticsState).values(org_id=org_id, events_recorded=0).on_conflict_do_nothing())
+    db.session.execute(
+        update(AnalyticsState)
+        .where(AnalyticsState.org_id == org_id)
+        .values(events_recorded=AnalyticsState.events_recorded + count)
+    )
+
+
+def _upsert_counts(model, rows):
+    """Insert count rows, adding to the count of rows that exist. Rows come sorted by key.
+
+    The sorted order means two transactions touching the same keys lock them in the same order.
+    """
+    insert = _insert_for_dialect()
+    primary_key = [column.name for column in model.__table__.primary_key.columns]
+    for start in range(0, len(rows), UPSERT_CHUNK_ROWS):
+        statement = insert(model).values(rows[start : start + UPSERT_CHUNK_ROWS])
+        statement = statement.on_conflict_do_update(
+            index_elements=primary_key, set_={"count": model.__table__.c.count + statement.excluded.count}
+        )
+        db.session.execute(statement)
+
+
+def _merge_sessions(org_id, events):
+    """Fold the events into the organization's sessions.
+
+    Events with a `session` value extend that session. The others join their user's sessions: a
+    new event within the gap of a session extends it, and one that closes the gap between two
+    sessions joins them into one.
+    """
+    gap = timedelta(minutes=current_app.config["ANALYSIS_SESSION_GAP_MINUTES"])
+    named = defaultdict(list)
+    unnamed = defaultdict(list)
+    for event in events:
+        occurred_at = _field(event, "occurred_at").astimezone(UTC)
+        user_id = _field(event, "user_id") or NO_USER
+        if _field(event, "session"):
+            named[_field(event, "session")].append((occurred_at, user_id))
+        else:
+            unnamed[user_id].append(occurred_at)
+
+    for value, items in sorted(named.items()):
+        times = [occurred_at for occurred_at, _ in items]
+        existing = db.session.scalars(
+            select(ActivitySession).where(ActivitySession.org_id == org_id, ActivitySession.session == value).limit(1)
+        ).first()
+        if existing is None:
+            db.session.add(
+                ActivitySession(
+                    org_id=org_id,
+                    user_id=items[0][1],
+                    session=value,
+                    started_at=min(times),
+                    ended_at=max(times),
+                    event_count=len(times),
+                )
+            )
+        else:
+            existing.started_at = min(existing.started_at, *times)
+            existing.ended_at = max(existing.ended_at, *times)
+            existing.event_count += len(times)
+
+    for user_id, times in sorted(unnamed.items()):
+        times.sort()
+        existing = db.session.scalars(
+            select(ActivitySession).where(
+                ActivitySession.org_id == org_id,
+                ActivitySession.user_id == user_id,
+                ActivitySession.session == "",
+                ActivitySession.started_at <= times[-1] + gap,
+                ActivitySession.ended_at >= times[0] - gap,
+            )
+        ).all()
+        spans = [(row.started_at, row.ended_at, row.event_count) for row in existing]
+        spans.extend((occurred_at, occurred_at, 1) for occurred_at in times)
+        for row in existing:
+            db.session.delete(row)
+        for started_at, ended_at, count in _join_spans(spans, gap):
+            db.session.add(
+                ActivitySession(
+                    org_id=org_id,
+                    user_id=user_id,
+                    session="",
+                    started_at=started_at,
+                    ended_at=ended_at,
+                    event_count=count,
+                )
+            )
+    db.session.flush()
+
+
+def _join_spans(spans, gap):
+    """Join (start, end, count) spans that are at most `gap` apart into sessions."""
+    joined = []
+    for started_at, ended_at, count in sorted(spans):
+        if joined and started_at - joined[-1][1] <= gap:
+            last_start, last_end, last_count = joined[-1]
+            joined[-1] = (last_start, max(last_end, ended_at), last_count + count)
+        else:
+            joined.append((started_at, ended_at, count))
+    return joined
+
+
+def rebuild_rollups(org_id, batch_size=REBUILD_BATCH_EVENTS):
+    """Recompute the organization's rollups and sessions from its raw events; the caller commits.
+
+    For data stored before the rollups existed, or after events were deleted by hand. It reads the
+    events in batches in time order, so memory stays bounded by the batch size.
+    """
+    for model in (HourlyCount, PathHourlyCount, ActivitySession):
+        db.session.execute(delete(model).where(model.org_id == org_id))
+    db.session.execute(
+        update(AnalyticsState).where(AnalyticsState.org_id == org_id).values(events_recorded=0, rebuilt_at=utcnow())
+    )
+
+    position = None
+    total = 0
+    while True:
+        statement = (
+            select(Event.id, Event.user_id, Event.type, Event.tool, Event.path, Event.occurred_at, Event.session)
+            .where(Event.org_id == org_id)
+            .order_by(Event.occurred_at, Event.id)
+            .limit(batch_size)
+        )
+        if position is not None:
+            statement = statement.where(tuple_(Event.occurred_at, Event.id) > position)
+        batch = [row._asdict() for row in db.session.execute(statement)]
+        if not batch:
+            break
+        record_events(org_id, batch)
+        total += len(batch)
+        position = (batch[-1]["occurred_at"], batch[-1]["id"])
+    db.session.execute(update(AnalyticsState).where(AnalyticsState.org_id == org_id).values(rebuilt_at=utcnow()))
+    logger.info("analytics rollups rebuilt org_id=%s events=%s", org_id, total)
+    return total

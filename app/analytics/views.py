@@ -1,0 +1,61 @@
+"""The analytics page: charts for a date range and filters, kept in the URL and updated by HTMX."""
+
+import json
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app.analytics import export, service
+from app.analytics.charts import build_figures
+from app.analytics.query import RANGE_PRESETS, parse_query
+from app.errors import ValidationError
+from app.events.models import EVENT_TYPES
+from app.extensions import db
+from app.htmx import is_htmx
+from app.orgs.service import current_org
+from app.queue import enqueue_after_commit
+
+bp = Blueprint("analytics", __name__)
+
+
+@bp.get("/analytics")
+@login_required
+def index():
+    """Charts of the organization's activity; HTMX requests get the charts fragment only."""
+    org = current_org()
+    query = parse_query(request.args, org.id)
+
+    dashboard = service.build_dashboard(org.id, query)
+    previous = service.build_summary(org.id, query.previous())
+    context = {
+        "query": query,
+        "dashboard": dashboard,
+        "trends": service.compare(dashboard["summary"], previous),
+        "figures": {name: json.dumps(figure) for name, figure in build_figures(dashboard).items()},
+        "members": service.members(org.id),
+        "event_types": EVENT_TYPES,
+        "presets": RANGE_PRESETS,
+    }
+    if is_htmx():
+        return render_template("analytics/_charts.html", **context)
+    return render_template("analytics/index.html", **context)
+
+
+@bp.post("/analytics/export")
+@login_required
+def export_to_files():
+    """Start an export job that leaves its file in the file manager's Exports folder."""
+    org = current_org()
+    export_format = request.form.get("format", "csv")
+    if export_format not in export.FORMATS:
+        raise ValidationError(f"format must be csv, json or ndjson, got {export_format!r}.", {"format": "unknown"})
+    query = parse_query(request.form, org.id)
+
+    from app.analytics.jobs import export_to_files_job
+
+    # The job gets the resolved days, so a "last 7 days" export means the same days when it runs.
+    args = query.params(range="custom", **{"from": query.start.isoformat(), "to": query.end.isoformat()})
+    enqueue_after_commit(export_to_files_job, org.id, current_user.id, args, export_format)
+    db.session.commit()
+    flash("The export is being prepared. It will appear in Files, in the Exports folder.", "success")
+    return redirect(url_for("analytics.index", **query.params()))

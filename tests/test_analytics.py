@@ -1,0 +1,392 @@
+"""Analytics: rollups against raw events, the page, the API, trends and the export."""
+
+import csv
+import io
+import json
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from app.analytics.query import parse_query
+from app.analytics.rollups import rebuild_rollups, record_events
+from app.analytics.service import build_dashboard
+from app.events.models import Event
+from app.extensions import db
+from app.files.models import File
+
+TZ = ZoneInfo("America/New_York")
+
+
+def store_events(app, user, events):
+    """Store events as the ingest path does: the rows and their rollups in one transaction."""
+    with app.app_context():
+        rows = []
+        for item in events:
+            rows.append(
+                Event(
+                    org_id=user["org_id"],
+                    user_id=user["id"],
+                    type=item.get("type", "file_modified"),
+                    path=item.get("path", "src/app.py"),
+                    tool=item.get("tool", "vim"),
+                    occurred_at=item["occurred_at"],
+                    session=item.get("session"),
+                    source="api",
+                    meta=item.get("metadata", {}),
+                )
+            )
+        db.session.add_all(rows)
+        db.session.flush()
+        record_events(user["org_id"], rows)
+        db.session.commit()
+
+
+def at(day, hour, minute=0):
+    return datetime(2025, 3, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.fixture
+def member(make_user):
+    return make_user()
+
+
+def sample_events():
+    """Events across several days, hours, types, tools and paths, some on range edges in New York."""
+    events = []
+    for day in range(1, 15):
+        for hour in (3, 4, 5, 13, 23):
+            events.append(
+                {
+                    "occurred_at": at(day, hour, 7),
+                    "type": ("file_opened", "file_modified", "command_executed")[(day + hour) % 3],
+                    "path": f"docs/report-{day % 4}.md" if hour % 2 else f"src/module{hour}.py",
+                    "tool": ("vim", "code", "make")[hour % 3],
+                }
+            )
+    return events
+
+
+def raw_counts(app, org_id, start, end):
+    """Count raw events by local day and type, by tool and by path, for days start..end in New York."""
+    with app.app_context():
+        events = db.session.scalars(db.select(Event).where(Event.org_id == org_id)).all()
+        by_day_type = Counter()
+        by_tool = Counter()
+        by_path = Counter()
+        heat = Counter()
+        for event in events:
+            local = event.occurred_at.astimezone(TZ)
+            if not start <= local.date() <= end:
+                continue
+            by_day_type[(local.date().isoformat(), event.type)] += 1
+            by_tool[event.tool] += 1
+            by_path[event.path] += 1
+            heat[(local.weekday(), local.hour)] += 1
+        return by_day_type, by_tool, by_path, heat
+
+
+def test_dashboard_matches_raw_events(app, member):
+    store_events(app, member, sample_events())
+    start, end = date(2025, 3, 3), date(2025, 3, 10)
+
+    with app.app_context():
+        query = parse_query({"from": start.isoformat(), "to": end.isoformat(), "tz": TZ.key}, member["org_id"])
+        dashboard = build_dashboard(member["org_id"], query)
+    by_day_type, by_tool, by_path, heat = raw_counts(app, member["org_id"], start, end)
+
+    activity = dashboard["activity"]
+    from_rollups = Counter()
+    for series in activity["series"]:
+        for period, count in zip(activity["periods"], series["counts"], strict=True):
+            if count:
+                from_rollups[(period, series["type"])] = count
+    assert from_rollups == by_day_type
+    assert dashboard["summary"]["events"] == sum(by_day_type.values())
+    assert {item["name"]: item["count"] for item in dashboard["top_tools"]} == dict(by_tool)
+    assert {item["path"]: item["count"] for item in dashboard["top_files"]} == dict(by_path.most_common(10))
+    heatmap = dashboard["heatmap"]["counts"]
+    assert {(w, h): heatmap[w][h] for w in range(7) for h in range(24) if heatmap[w][h]} == dict(heat)
+
+
+def test_rebuild_gives_same_rollups(app, member):
+    store_events(app, member, sample_events())
+    with app.app_context():
+        query = parse_query({"from": "2025-03-01", "to": "2025-03-14"}, member["org_id"])
+        before = build_dashboard(member["org_id"], query)
+        rebuild_rollups(member["org_id"])
+        db.session.commit()
+        after = build_dashboard(member["org_id"], query)
+
+    assert after == before
+
+
+def test_sessions_split_by_gap(app, member):
+    store_events(app, member, [{"occurred_at": at(5, 9, 0)}, {"occurred_at": at(5, 9, 50)}])
+    # Arrives later and closes the gap: the three events become one session of 50 minutes.
+    store_events(app, member, [{"occurred_at": at(5, 9, 25)}])
+    store_events(app, member, [{"occurred_at": at(5, 14, 0)}, {"occurred_at": at(5, 14, 0), "session": "abc123"}])
+
+    with app.app_context():
+        query = parse_query({"from": "2025-03-05", "to": "2025-03-05"}, member["org_id"])
+        sessions = build_dashboard(member["org_id"], query)["sessions"]
+
+    assert sessions["counts"] == [3]
+    assert sessions["average_minutes"] == [round(50 / 3, 1)]
+
+
+def test_week_granularity_sums_days(app, member):
+    store_events(app, member, sample_events())
+    with app.app_context():
+        query = parse_query({"from": "2025-03-03", "to": "2025-03-16", "granularity": "week"}, member["org_id"])
+        activity = build_dashboard(member["org_id"], query)["activity"]
+
+    assert activity["periods"] == ["2025-03-03", "2025-03-10"]
+    assert sum(sum(series["counts"]) for series in activity["series"]) == 12 * 5
+
+
+def test_filters_narrow_counts(app, member):
+    store_events(app, member, sample_events())
+    with app.app_context():
+        org_id = member["org_id"]
+        everything = build_dashboard(org_id, parse_query({"from": "2025-03-01", "to": "2025-03-14"}, org_id))
+        docs = build_dashboard(org_id, parse_query({"from": "2025-03-01", "to": "2025-03-14", "path": "docs/"}, org_id))
+        make = build_dashboard(org_id, parse_query({"from": "2025-03-01", "to": "2025-03-14", "tool": "make"}, org_id))
+
+    assert everything["summary"]["events"] == 70
+    assert docs["summary"]["events"] == 14 * 4
+    assert all(item["path"].startswith("docs/") for item in docs["top_files"])
+    assert make["summary"]["events"] == 14 * 2
+    assert [item["name"] for item in make["top_tools"]] == ["make"]
+
+
+def test_api_dashboard_equals_page_numbers(client, member, make_api_key, auth):
+    store_events(client.application, member, sample_events())
+    key = make_api_key(member)
+    params = {"from": "2025-03-02", "to": "2025-03-09", "tz": TZ.key}
+
+    headers = {"Authorization": f"Bearer {key}"}
+    response = client.get("/api/v1/analytics/dashboard", query_string=params, headers=headers)
+    with client.application.app_context():
+        expected = build_dashboard(member["org_id"], parse_query(params, member["org_id"]))
+
+    assert response.status_code == 200
+    assert response.get_json() == json.loads(json.dumps(expected))
+
+
+def test_trends_compare_previous_period(client, member, make_api_key):
+    store_events(client.application, member, [{"occurred_at": at(1, 10)}] * 2 + [{"occurred_at": at(3, 10)}] * 5)
+    key = make_api_key(member)
+
+    response = client.get(
+        "/api/v1/analytics/trends",
+        query_string={"from": "2025-03-03", "to": "2025-03-04"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+    body = response.get_json()
+    events = next(item for item in body["figures"] if item["name"] == "events")
+    assert body["previous"] == {"from": "2025-03-01", "to": "2025-03-02"}
+    assert events["current"] == 5
+    assert events["previous"] == 2
+    assert events["change"] == 3
+    assert events["change_percent"] == 150.0
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"range": "12"}, "range"),
+        ({"from": "2025-03-10", "to": "2025-03-01"}, "to"),
+        ({"from": "yesterday", "to": "2025-03-01"}, "from"),
+        ({"tz": "Mars/Olympus"}, "tz"),
+        ({"type": "file_eaten"}, "type"),
+        ({"member": "999999"}, "member"),
+        ({"from": "2020-01-01", "to": "2025-01-01"}, "from"),
+    ],
+)
+def test_invalid_query_rejected(client, member, make_api_key, params, field):
+    key = make_api_key(member)
+
+    headers = {"Authorization": f"Bearer {key}"}
+    response = client.get("/api/v1/analytics/dashboard", query_string=params, headers=headers)
+
+    assert response.status_code == 422
+    assert field in response.get_json()["error"]["details"]
+
+
+def test_page_renders_charts_and_fragment(client, member, auth):
+    store_events(client.application, member, sample_events())
+    auth.signin(member["email"])
+
+    page = client.get("/analytics?from=2025-03-01&to=2025-03-14")
+    fragment = client.get("/analytics?from=2025-03-01&to=2025-03-07", headers={"HX-Request": "true"})
+
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "vendor/plotly-4.1.1.min.js" in html
+    assert 'id="chart-activity"' in html
+    assert "No workflow runs yet." in html or 'id="chart-workflow-runs"' in html
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert 'data-range="2025-03-01/2025-03-07"' in fragment.get_data(as_text=True)
+
+
+def test_plotly_only_on_chart_pages(client, member, auth):
+    auth.signin(member["email"])
+
+    response = client.get("/files")
+
+    assert "plotly" not in response.get_data(as_text=True)
+
+
+def test_other_org_sees_no_events(client, member, make_user, make_api_key):
+    store_events(client.application, member, sample_events())
+    other = make_user()
+    key = make_api_key(other)
+
+    dashboard = client.get(
+        "/api/v1/analytics/dashboard",
+        query_string={"from": "2025-03-01", "to": "2025-03-14"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).get_json()
+    exported = client.get(
+        "/api/v1/analytics/export",
+        query_string={"from": "2025-03-01", "to": "2025-03-14", "format": "ndjson"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+    assert dashboard["summary"]["events"] == 0
+    assert dashboard["top_files"] == []
+    assert exported.get_data(as_text=True) == ""
+
+
+HOSTILE = ['=HYPERLINK("http://example.com","x")', "+SUM(1,1)", "@cmd", "\tindent", "-42.5", "\rreturn"]
+
+
+def test_csv_export_neutralises_formulas(client, member, make_api_key):
+    store_events(
+        client.application,
+        member,
+        [{"occurred_at": at(2, 10, index), "path": text, "tool": "excel"} for index, text in enumerate(HOSTILE)],
+    )
+    key = make_api_key(member)
+
+    response = client.get(
+        "/api/v1/analytics/export",
+        query_string={"from": "2025-03-02", "to": "2025-03-02", "format": "csv"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    paths = [row["path"] for row in rows]
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="floyo-events-2025-03-02-to-2025-03-02.csv"'
+    )
+    assert paths[0] == '\'=HYPERLINK("http://example.com","x")'
+    assert paths[1] == "'+SUM(1,1)"
+    assert paths[2] == "'@cmd"
+    assert paths[3] == "'\tindent"
+    assert paths[4] == "-42.5"
+    assert paths[5] == "'\rreturn"
+    assert rows[0]["user_email"] == member["email"]
+
+
+def test_json_exports_keep_raw_strings(client, member, make_api_key):
+    store_events(
+        client.application,
+        member,
+        [{"occurred_at": at(2, 10, index), "path": text} for index, text in enumerate(HOSTILE)],
+    )
+    key = make_api_key(member)
+    params = {"from": "2025-03-02", "to": "2025-03-02"}
+    headers = {"Authorization": f"Bearer {key}"}
+
+    as_json = client.get("/api/v1/analytics/export", query_string={**params, "format": "json"}, headers=headers)
+    json_paths = [item["path"] for item in as_json.get_json()]
+    as_ndjson = client.get("/api/v1/analytics/export", query_string={**params, "format": "ndjson"}, headers=headers)
+
+    assert json_paths == HOSTILE
+    lines = as_ndjson.get_data(as_text=True).splitlines()
+    assert [json.loads(line)["path"] for line in lines] == HOSTILE
+    assert as_ndjson.headers["Content-Disposition"].endswith('.ndjson"')
+
+
+def test_export_streams_in_batches(client, member, make_api_key, monkeypatch):
+    from app.analytics import export
+
+    monkeypatch.setattr(export, "BATCH_ROWS", 3)
+    store_events(client.application, member, [{"occurred_at": at(2, 10, minute)} for minute in range(10)])
+    key = make_api_key(member)
+
+    response = client.get(
+        "/api/v1/analytics/export",
+        query_string={"from": "2025-03-02", "to": "2025-03-02", "format": "ndjson"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+    assert response.is_streamed
+    times = [json.loads(line)["occurred_at"] for line in response.get_data(as_text=True).splitlines()]
+    assert times == sorted(times)
+    assert len(times) == 10
+
+
+def test_export_rejects_unknown_format(client, member, make_api_key):
+    key = make_api_key(member)
+
+    response = client.get(
+        "/api/v1/analytics/export", query_string={"format": "xlsx"}, headers={"Authorization": f"Bearer {key}"}
+    )
+
+    assert response.status_code == 400
+    assert "csv, json or ndjson" in response.get_json()["error"]["message"]
+
+
+def wait_for_file(app, org_id, timeout=30):
+    """Return the id of the organization's first file once a job has stored it.
+
+    An rq worker takes a job off the queue a moment before it registers it as started, so an
+    empty queue does not yet mean the job has run.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            found = db.session.scalar(db.select(File.id).where(File.org_id == org_id))
+        if found is not None:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no file was stored for org {org_id} within {timeout} seconds")
+
+
+def test_export_job_leaves_file(client, member, auth, wait_for_jobs):
+    store_events(client.application, member, sample_events())
+    auth.signin(member["email"])
+
+    response = client.post("/analytics/export", data={"from": "2025-03-01", "to": "2025-03-14", "format": "csv"})
+    wait_for_jobs()
+    stored = wait_for_file(client.application, member["org_id"])
+
+    assert response.status_code == 302
+    with client.application.app_context():
+        stored = db.session.get(File, stored)
+        assert stored.name == "floyo-events-2025-03-01-to-2025-03-14.csv"
+        assert stored.folder.name == "Exports"
+        assert stored.source == "export"
+    content = client.get(f"/files/{stored.id}/download").get_data(as_text=True)
+    assert len(content.strip().splitlines()) == 71
+
+
+def test_range_presets_end_today(app, member):
+    now = datetime(2025, 3, 10, 2, 0, tzinfo=UTC)
+    with app.app_context():
+        query = parse_query({"range": "7", "tz": TZ.key}, member["org_id"], now=now)
+
+    # 02:00 UTC on 10 March is still 9 March in New York.
+    assert query.end == date(2025, 3, 9)
+    assert query.start == date(2025, 3, 3)
+    assert query.start_utc == datetime(2025, 3, 3, 5, 0, tzinfo=UTC)
+    assert query.end_utc - query.start_utc == timedelta(days=7, hours=-1)
