@@ -90,7 +90,10 @@ def _register_blueprints(app):
     from app.files.views import bp as files_bp
     from app.insights import api as _insights_api  # noqa: F401
     from app.insights.views import bp as insights_bp
+    from app.integrations import api as _integrations_api  # noqa: F401
     from app.monitoring.views import bp as monitoring_bp
+    from app.workflows import api as _workflows_api  # noqa: F401
+    from app.workflows import scheduler as workflow_scheduler
 
     app.register_blueprint(analytics_bp)
     app.register_blueprint(auth_bp)
@@ -101,6 +104,7 @@ def _register_blueprints(app):
     app.register_blueprint(api_bp)
     # API routes authenticate with a bearer key, never a cookie, so CSRF cannot apply to them.
     csrf.exempt(api_bp)
+    workflow_scheduler.init_app(app)
 
 
 def _register_template_filters(app):

@@ -53,3 +53,4 @@ def init_app(app):
     # Commands of the domain packages register themselves on the same group.
     from app.events import cli as events_cli  # noqa: F401
     from app.insights import cli as insights_cli  # noqa: F401
+    from app.workflows import cli as workflows_cli  # noqa: F401

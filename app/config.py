@@ -122,4 +122,25 @@ def load_config(instance_path):
         "S3_ACCESS_KEY_ID": os.environ.get("S3_ACCESS_KEY_ID", ""),
         "S3_SECRET_ACCESS_KEY": os.environ.get("S3_SECRET_ACCESS_KEY", ""),
         "S3_PREFIX": os.environ.get("S3_PREFIX", ""),
+        # Workflows: runs older than this many days are deleted by the scheduler.
+        "WORKFLOW_RUN_RETENTION_DAYS": _int("WORKFLOW_RUN_RETENTION_DAYS", 30),
+        # Seconds between scheduler rounds (schedules, delayed runs, recovery); also the wake-up precision.
+        "SCHEDULER_INTERVAL_SECONDS": _float("SCHEDULER_INTERVAL_SECONDS", 2.0),
+        # Seconds past a step's timeout after which a run whose worker stopped is resumed or failed.
+        "RUN_RECOVERY_SECONDS": _int("RUN_RECOVERY_SECONDS", 60),
+        # Host names, addresses or networks (comma-separated) that http_request, webhook and
+        # integration calls may reach even though they are loopback or private.
+        "OUTBOUND_ALLOW_HOSTS": os.environ.get("OUTBOUND_ALLOW_HOSTS", ""),
+        "OUTBOUND_MAX_RESPONSE_BYTES": _int("OUTBOUND_MAX_RESPONSE_BYTES", 1024 * 1024),
+        # Comma-separated keys for integration secrets: the first encrypts, all decrypt (rotation).
+        # Empty derives one from SECRET_KEY. Make one with `flask floyo generate-secret-key`.
+        "SECRET_ENCRYPTION_KEYS": os.environ.get("SECRET_ENCRYPTION_KEYS", ""),
+        # Email of notify steps without an SMTP integration: "console" writes it to the step log.
+        "MAIL_BACKEND": os.environ.get("MAIL_BACKEND", "console").lower(),
+        "MAIL_FROM": os.environ.get("MAIL_FROM", "floyo@localhost"),
+        "SMTP_HOST": os.environ.get("SMTP_HOST", "localhost"),
+        "SMTP_PORT": _int("SMTP_PORT", 587),
+        "SMTP_USERNAME": os.environ.get("SMTP_USERNAME", ""),
+        "SMTP_PASSWORD": os.environ.get("SMTP_PASSWORD", ""),
+        "SMTP_USE_TLS": _bool("SMTP_USE_TLS", True),
     }

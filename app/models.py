@@ -5,4 +5,6 @@ from app.auth.models import ApiKey, User, UserSession  # noqa: F401
 from app.events.models import Event, GitImport  # noqa: F401
 from app.files.models import File, Folder  # noqa: F401
 from app.insights.models import AnalysisState, Pattern, Suggestion  # noqa: F401
+from app.integrations.models import Integration  # noqa: F401
 from app.orgs.models import Membership, Organization  # noqa: F401
+from app.workflows.models import StepAttempt, Workflow, WorkflowRun, WorkflowVersion  # noqa: F401
