@@ -1,1 +1,3 @@
-"""The Floyo agent: watches folders and sends usage events to a Floyo server."""
+"""The Floyo agent: watches folders and sends file usage events to a Floyo server."""
+
+__version__ = "0.1.0"
