@@ -610,15 +610,15 @@ def test_backoff_doubles_up_to_maximum():
 
 @pytest.fixture
 def run_watch_agent(tmp_path):
-    """Start a WatchAgent on a thread: run_watch_agent(folder, server_url, **options) -> agent."""
+    """Start a WatchAgent on a thread: run_watch_agent(folder, server_url, key=KEY, **options) -> agent."""
     started = []
 
-    def start(folder, server_url, **options):
+    def start(folder, server_url, key=KEY, **options):
         queue = DiskQueue(tmp_path / f"state-{len(started)}")
         options.setdefault("ignore_patterns", list(DEFAULT_IGNORE_PATTERNS))
         options.setdefault("settle_seconds", 0.3)
         options.setdefault("max_backoff", 0.3)
-        agent = WatchAgent([str(folder)], queue, Sender(queue, server_url, KEY), **options)
+        agent = WatchAgent([str(folder)], queue, Sender(queue, server_url, key), **options)
         stop = threading.Event()
         thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
         thread.start()
@@ -694,6 +694,21 @@ def test_watch_sends_move_with_source(tmp_path, fake_server, run_watch_agent):
     assert (event["type"], event["path"]) == ("file_moved", str(folder / "new.txt"))
     assert event["metadata"] == {"from": str(folder / "old.txt")}
     assert event["tool"] == "floyo-agent"
+
+
+def test_watch_rejected_key_keeps_queuing(tmp_path, fake_server, run_watch_agent):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    agent = run_watch_agent(folder, fake_server.url, key="revoked-key")
+
+    (folder / "a.txt").write_text("a")
+    wait_until(lambda: agent.send_loop.key_rejected, description="the rejected key")
+    (folder / "b.txt").write_text("b")
+    wait_until(lambda: agent.queue.count() == 2, description="both events queued")
+
+    assert not agent.send_loop.is_alive()
+    assert fake_server.stored == {}
+    assert "rejected the API key" in agent.queue.state()["last_error"]
 
 
 # --- The commands ------------------------------------------------------------------------------------
