@@ -330,8 +330,8 @@ def wait_for_import(app, wait_for_jobs, import_id):
     """Wait for the background jobs until the import has finished, and return its status.
 
     NOTE: wait_until_idle can return while a worker has taken a job off its queue but not yet added
-    it to the started registry (RQ 2.12 keeps it in the queue's intermediate list meanwhile), so the
-    wait is repeated while the import is unfinished.
+    it to the started registry. RQ 2.12 keeps such a job in the queue's intermediate list, which
+    wait_until_idle does not count, so the wait is repeated while the import is unfinished.
     """
     for _ in range(20):
         wait_for_jobs(timeout=120)
