@@ -81,8 +81,10 @@ def insert_events(org_id, user_id, source, events):
     accepted = sum(1 for status, _ in results if status == "accepted")
     if accepted:
         from app.insights.service import request_analysis
+        from app.workflows.triggers import match_new_events
 
         request_analysis(org_id)
+        match_new_events(org_id, [stored_id for status, stored_id in results if status == "accepted"])
     logger.info(
         "events stored org_id=%s user_id=%s source=%s accepted=%s duplicates=%s",
         org_id,

@@ -1,6 +1,6 @@
 """The record_event step: add a usage event to the organization."""
 
-from app.timeutil import isoformat, utcnow
+from app.timeutil import utcnow
 
 
 def _failed(message):
@@ -21,7 +21,7 @@ def run_record_event(context):
         "type": config["type"],
         "path": str(config["path"]),
         "tool": str(config.get("tool") or "floyo"),
-        "occurred_at": isoformat(utcnow()),
+        "occurred_at": utcnow(),
         "event_id": f"workflow-run-{context.run_id}-{context.step['id']}",
         "metadata": metadata,
     }
@@ -30,10 +30,6 @@ def run_record_event(context):
     except ServiceError as error:
         raise _failed(f"the event was rejected: {error.message}") from None
     context.log(f"recorded {config['type']} {event['path']}")
-    return {"event": {key: event[key] for key in ("type", "path", "tool", "event_id")}, "result": _summary(result)}
-
-
-def _summary(result):
-    if isinstance(result, dict):
-        return {key: value for key, value in result.items() if isinstance(value, int | str | bool)}
-    return None
+    [(status, stored_id)] = result
+    output = {key: event[key] for key in ("type", "path", "tool", "event_id")}
+    return {"event": output, "status": status, "id": stored_id}

@@ -1,7 +1,9 @@
 """The file step: write, copy or zip files in the organization's file area.
 
-Layout: INSTANCE_PATH/files/<org_id>/<relative path>. Step paths are relative to that folder;
-absolute paths, `..` and symbolic links that lead outside it are rejected.
+Layout: FILE_STORAGE_PATH/<org_id>/workflows/<relative path> (FILE_STORAGE_PATH defaults to
+INSTANCE_PATH/files). The file manager keeps uploads beside it under generated two-hex-digit
+folders, so the `workflows` folder never collides with them. Step paths are relative to that
+folder; absolute paths, `..` and symbolic links that lead outside it are rejected.
 """
 
 import json
@@ -22,7 +24,8 @@ def _failed(message):
 
 def files_root(org_id, app=None):
     """The organization's file area; created on first use."""
-    root = Path((app or current_app).instance_path) / "files" / str(int(org_id))
+    config = (app or current_app).config
+    root = Path(config["FILE_STORAGE_PATH"]) / str(int(org_id)) / "workflows"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
