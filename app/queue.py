@@ -80,13 +80,22 @@ class JobQueues:
     def wait_until_idle(self, timeout=30.0):
         """Block until every queue is empty and no job is running; for tests and the CLI."""
         deadline = time.monotonic() + timeout
+        idle_checks = 0
         while time.monotonic() < deadline:
-            pending = sum(queue.count for queue in self.queues.values())
-            running = sum(queue.started_job_registry.count for queue in self.queues.values())
-            if pending == 0 and running == 0:
+            idle_checks = idle_checks + 1 if self._is_idle() else 0
+            # Two idle readings in a row: a job that finished may enqueue a follow-up job.
+            if idle_checks >= 2:
                 return True
             time.sleep(0.05)
         return False
+
+    def _is_idle(self):
+        for queue in self.queues.values():
+            # RQ moves a dequeued job to the queue's intermediate list before the started registry.
+            in_flight = self.connection.llen(queue.intermediate_queue_key)
+            if queue.count or in_flight or queue.started_job_registry.count:
+                return False
+        return True
 
 
 def get_queues(app=None):
