@@ -28,16 +28,20 @@ class FileTooLarge(ServiceError):
 
 def too_large(limit, size=None):
     """Build the 413 error for an upload over `limit` bytes (of `size` bytes when known)."""
-    sent = f" This one is {_megabytes(size)}." if size else ""
+    sent = f" This one is {_readable_size(size)}." if size else ""
     return FileTooLarge(
-        f"The upload is larger than the limit of {_megabytes(limit)} per file.{sent} Nothing was stored; "
+        f"The upload is larger than the limit of {_readable_size(limit)} per file.{sent} Nothing was stored; "
         "upload a smaller file.",
         {"limit_bytes": limit, "size_bytes": size},
     )
 
 
-def _megabytes(size):
-    return f"{size / (1024 * 1024):.1f} MB"
+def _readable_size(size):
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    if size >= 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size} bytes"
 
 
 def clean_name(raw):
