@@ -91,9 +91,11 @@ def _register_blueprints(app):
     from app.insights import api as _insights_api  # noqa: F401
     from app.insights.views import bp as insights_bp
     from app.integrations import api as _integrations_api  # noqa: F401
+    from app.integrations.views import bp as integrations_bp
     from app.monitoring.views import bp as monitoring_bp
     from app.workflows import api as _workflows_api  # noqa: F401
     from app.workflows import scheduler as workflow_scheduler
+    from app.workflows.views import bp as workflows_bp
 
     app.register_blueprint(analytics_bp)
     app.register_blueprint(auth_bp)
@@ -101,6 +103,8 @@ def _register_blueprints(app):
     app.register_blueprint(files_bp)
     app.register_blueprint(insights_bp)
     app.register_blueprint(monitoring_bp)
+    app.register_blueprint(workflows_bp)
+    app.register_blueprint(integrations_bp)
     app.register_blueprint(api_bp)
     # API routes authenticate with a bearer key, never a cookie, so CSRF cannot apply to them.
     csrf.exempt(api_bp)

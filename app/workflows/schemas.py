@@ -55,6 +55,8 @@ class ScheduleTrigger(_Strict):
 
 class WebhookTrigger(_Strict):
     type: Literal["webhook"]
+    # Also start on deliveries of this configured provider (POST /api/v1/webhooks/<provider>).
+    provider: str | None = Field(None, max_length=64, exclude_if=lambda value: value is None)
 
 
 class EventMatchTrigger(_Strict):
