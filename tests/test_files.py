@@ -93,7 +93,8 @@ def test_path_in_name_stays_inside_storage(client, key, member, app):
     assert len(stored) == 1
     assert stored[0].resolve().is_relative_to(root / str(member["org_id"]))
     assert stored[0].read_bytes() == marker
-    assert not (Path("/tmp/x.txt").exists() and Path("/tmp/x.txt").read_bytes() == marker)
+    if Path("/tmp/x.txt").exists():
+        assert Path("/tmp/x.txt").read_bytes() != marker
 
 
 @pytest.mark.parametrize("name", ["..", "../", "a/b/", "\x00\x01"])

@@ -47,8 +47,8 @@ def _readable_size(size):
 def clean_name(raw):
     """Return the display name a user gave, less any folders in it and control characters.
 
-    The name is kept in its own script and form (no normalisation), because it is only shown and
-    sent back in Content-Disposition; it never becomes part of a storage path.
+    The name keeps its script and Unicode form (no normalisation) because it is only shown and sent
+    back in Content-Disposition. It never becomes part of a storage path.
     """
     name = re.split(r"[\\/]", raw or "")[-1]
     name = "".join(character for character in name if character.isprintable() or character in "\u200c\u200d")
@@ -223,7 +223,7 @@ def list_folders(org_id, parent_id=None):
 
 
 def folder_paths(org_id):
-    """Every folder of the organization as (id, "Parent / Child"), for choosing where to move a file."""
+    """Return every folder of the organization as (id, "Parent / Child"), for choosing where to move a file."""
     folders = db.session.scalars(select(Folder).where(Folder.org_id == org_id)).all()
     by_id = {folder.id: folder for folder in folders}
 
@@ -333,5 +333,5 @@ def delete_folder(org_id, folder_id):
 
 
 def exports_folder(org_id):
-    """The folder that export jobs leave their files in, created on first use."""
+    """Return the folder that export jobs leave their files in, creating it on first use."""
     return find_folder(org_id, EXPORTS_FOLDER) or create_folder(org_id, EXPORTS_FOLDER)
