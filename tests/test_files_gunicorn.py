@@ -65,19 +65,21 @@ def gunicorn_server(tmp_path):
         stderr=open(tmp_path / "gunicorn.log", "w"),
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/signin", timeout=10)
-            break
-        except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.2)
-    yield {"base": base, "key": key, "instance": tmp_path / "instance", "tmp": temporary}
-    server.terminate()
     try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/signin", timeout=10)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.2)
+        yield {"base": base, "key": key, "instance": tmp_path / "instance", "tmp": temporary}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def stored_files(server):
