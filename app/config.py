@@ -107,6 +107,8 @@ def load_config(instance_path):
         "RECURRENCE_MIN_WEEKS": _int("RECURRENCE_MIN_WEEKS", 3),
         "PRODUCED_MIN_SESSIONS": _int("PRODUCED_MIN_SESSIONS", 3),
         "FREQUENT_TOP_N": _int("FREQUENT_TOP_N", 50),
+        # Co-used pairs, sequences, recurrences and produced files kept per kind, strongest first.
+        "ANALYSIS_MAX_PATTERNS_PER_KIND": _int("ANALYSIS_MAX_PATTERNS_PER_KIND", 200),
         # Analytics: the longest date range one request may ask for, and the length of top lists.
         "ANALYTICS_MAX_RANGE_DAYS": _int("ANALYTICS_MAX_RANGE_DAYS", 366),
         "ANALYTICS_TOP_N": _int("ANALYTICS_TOP_N", 10),
