@@ -84,6 +84,7 @@ def _register_blueprints(app):
     from app.analytics.views import bp as analytics_bp
     from app.auth import api as _auth_api  # noqa: F401
     from app.auth.views import bp as auth_bp
+    from app.billing.views import bp as billing_bp
     from app.events import api as _events_api  # noqa: F401
     from app.events.views import bp as events_bp
     from app.files import api as _files_api  # noqa: F401
@@ -93,16 +94,20 @@ def _register_blueprints(app):
     from app.integrations import api as _integrations_api  # noqa: F401
     from app.integrations.views import bp as integrations_bp
     from app.monitoring.views import bp as monitoring_bp
+    from app.webhooks import api as _webhooks_api  # noqa: F401
+    from app.webhooks.views import bp as webhooks_bp
     from app.workflows import api as _workflows_api  # noqa: F401
     from app.workflows import scheduler as workflow_scheduler
     from app.workflows.views import bp as workflows_bp
 
     app.register_blueprint(analytics_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(billing_bp)
     app.register_blueprint(events_bp)
     app.register_blueprint(files_bp)
     app.register_blueprint(insights_bp)
     app.register_blueprint(monitoring_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(workflows_bp)
     app.register_blueprint(integrations_bp)
     app.register_blueprint(api_bp)

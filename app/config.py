@@ -145,4 +145,74 @@ def load_config(instance_path):
         "SMTP_USERNAME": os.environ.get("SMTP_USERNAME", ""),
         "SMTP_PASSWORD": os.environ.get("SMTP_PASSWORD", ""),
         "SMTP_USE_TLS": _bool("SMTP_USE_TLS", True),
+        # Billing through Stripe. Without STRIPE_SECRET_KEY the billing pages say that billing is off.
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
+        # The signing secret (whsec_...) of the endpoint /api/v1/webhooks/stripe.
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        # Empty uses https://api.stripe.com; tests point it at a fake Stripe server on 127.0.0.1.
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
+        "BILLING_PLANS": _billing_plans(),
+        # Incoming webhooks of other providers, as JSON: {"name": {"secret": "...", "scheme": "github"
+        # or "hmac", "org_id": 1 (optional: the organization whose workflows a delivery starts)}}.
+        "WEBHOOK_PROVIDERS": _json_setting("WEBHOOK_PROVIDERS", {}),
+        # Signed timestamps of "hmac" providers older than this many seconds are rejected (replays).
+        "WEBHOOK_TOLERANCE_SECONDS": _int("WEBHOOK_TOLERANCE_SECONDS", 300),
+        # Outgoing webhooks: attempts per delivery (with exponential backoff from one minute, about
+        # 4 hours in all with the default), and failed deliveries in a row that disable an endpoint.
+        "OUTGOING_WEBHOOK_MAX_ATTEMPTS": _int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", 8),
+        "OUTGOING_WEBHOOK_DISABLE_AFTER": _int("OUTGOING_WEBHOOK_DISABLE_AFTER", 5),
     }
+
+
+def _json_setting(name, default):
+    import json
+
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise RuntimeError(f"Setting {name} must be JSON, got {raw[:80]!r}: {error}") from error
+
+
+# Plan limits; None means unlimited. Storage is in bytes, the others are counts (per calendar
+# month in UTC where the name says "per_month").
+PLAN_LIMITS = {
+    "free": {
+        "events_per_month": 10_000,
+        "workflows": 3,
+        "runs_per_month": 100,
+        "members": 1,
+        "storage_bytes": 100 * 1024 * 1024,
+        "api_calls_per_month": 10_000,
+    },
+    "pro": {
+        "events_per_month": 1_000_000,
+        "workflows": 50,
+        "runs_per_month": 10_000,
+        "members": 5,
+        "storage_bytes": 10 * 1024**3,
+        "api_calls_per_month": 1_000_000,
+    },
+    "team": {
+        "events_per_month": 10_000_000,
+        "workflows": 500,
+        "runs_per_month": 100_000,
+        "members": 50,
+        "storage_bytes": 100 * 1024**3,
+        "api_calls_per_month": 10_000_000,
+    },
+}
+
+
+def _billing_plans():
+    """Free, Pro and Team with their Stripe price ids (STRIPE_PRICE_<PLAN>_<INTERVAL>) and limits."""
+    plans = {}
+    for key, name in (("free", "Free"), ("pro", "Pro"), ("team", "Team")):
+        prices = {}
+        if key != "free":
+            for interval in ("monthly", "yearly"):
+                prices[interval] = os.environ.get(f"STRIPE_PRICE_{key.upper()}_{interval.upper()}", "")
+        plans[key] = {"name": name, "prices": prices, "limits": dict(PLAN_LIMITS[key])}
+    return plans

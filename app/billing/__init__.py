@@ -1,0 +1,1 @@
+"""Plans, Stripe subscriptions and invoices, and the limits of each plan."""

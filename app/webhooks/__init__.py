@@ -1,0 +1,1 @@
+"""Webhooks in (Stripe and other providers, stored raw and processed in jobs) and out (signed, retried)."""
