@@ -51,6 +51,7 @@ def create_api_key(email, name):
 def init_app(app):
     app.cli.add_command(floyo)
     # Commands of the domain packages register themselves on the same group.
+    from app.analytics import cli as analytics_cli  # noqa: F401
     from app.events import cli as events_cli  # noqa: F401
     from app.insights import cli as insights_cli  # noqa: F401
     from app.workflows import cli as workflows_cli  # noqa: F401

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.analytics.models import HourlyCount
 from app.analytics.query import parse_query
 from app.analytics.rollups import rebuild_rollups, record_events
 from app.analytics.service import build_dashboard
@@ -390,3 +391,82 @@ def test_range_presets_end_today(app, member):
     assert query.start == date(2025, 3, 3)
     assert query.start_utc == datetime(2025, 3, 3, 5, 0, tzinfo=UTC)
     assert query.end_utc - query.start_utc == timedelta(days=7, hours=-1)
+
+
+def dashboard_events(app, org_id, params):
+    with app.app_context():
+        return build_dashboard(org_id, parse_query(params, org_id))["summary"]["events"]
+
+
+def test_cached_figures_change_on_ingest(app, member):
+    store_events(app, member, sample_events())
+    params = {"from": "2025-03-01", "to": "2025-03-14"}
+    first = dashboard_events(app, member["org_id"], params)
+    # A change to the rollups that no ingest made is not seen: the figures come from the cache.
+    with app.app_context():
+        db.session.execute(db.update(HourlyCount).where(HourlyCount.org_id == member["org_id"]).values(count=1000))
+        db.session.commit()
+    cached = dashboard_events(app, member["org_id"], params)
+
+    store_events(app, member, [{"occurred_at": at(2, 12)}])
+    after_ingest = dashboard_events(app, member["org_id"], params)
+
+    assert first == 70
+    assert cached == 70
+    assert after_ingest > 1000
+
+
+def store_raw_events(app, user, count):
+    """Store events without their rollups, as data from before the rollups existed."""
+    with app.app_context():
+        db.session.add_all(
+            Event(
+                org_id=user["org_id"],
+                user_id=user["id"],
+                type="file_opened",
+                path=f"notes/{index}.md",
+                tool="vim",
+                occurred_at=at(4, 10, index),
+                source="api",
+                meta={},
+            )
+            for index in range(count)
+        )
+        db.session.commit()
+
+
+def test_cli_rebuilds_one_org(app, member, make_user):
+    other = make_user()
+    store_raw_events(app, member, 6)
+    store_raw_events(app, other, 4)
+
+    result = app.test_cli_runner().invoke(args=["floyo", "rebuild-rollups", "--org-id", str(member["org_id"])])
+
+    assert result.exit_code == 0, result.output
+    assert f"Organization {member['org_id']}: 6 events" in result.output
+    assert dashboard_events(app, member["org_id"], {"from": "2025-03-04", "to": "2025-03-04"}) == 6
+    assert dashboard_events(app, other["org_id"], {"from": "2025-03-04", "to": "2025-03-04"}) == 0
+
+
+def test_cli_rebuilds_all_orgs(app, member, make_user):
+    other = make_user()
+    store_raw_events(app, member, 6)
+    store_raw_events(app, other, 4)
+
+    result = app.test_cli_runner().invoke(args=["floyo", "rebuild-rollups", "--all"])
+
+    assert result.exit_code == 0, result.output
+    assert "Rebuilt the rollups of 2 organizations." in result.output
+    assert dashboard_events(app, member["org_id"], {"from": "2025-03-04", "to": "2025-03-04"}) == 6
+    assert dashboard_events(app, other["org_id"], {"from": "2025-03-04", "to": "2025-03-04"}) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "Give either --org-id N or --all."), (["--org-id", "999999"], "No organization with id 999999.")],
+)
+def test_cli_rejects_bad_arguments(app, member, args, message):
+    result = app.test_cli_runner().invoke(args=["floyo", "rebuild-rollups", *args])
+
+    assert result.exit_code != 0
+    assert message in result.output

@@ -208,8 +208,10 @@ def rebuild_rollups(org_id, batch_size=REBUILD_BATCH_EVENTS):
     """Recompute the organization's rollups and sessions from its raw events; the caller commits.
 
     For data stored before the rollups existed, or after events were deleted by hand. It reads the
-    events in batches in time order, so memory stays bounded by the batch size.
+    events in batches in time order, so memory stays bounded by the batch size. The state row is
+    locked first, so ingest for the organization waits until the rebuild commits.
     """
+    _lock_state(org_id, 0)
     for model in (HourlyCount, PathHourlyCount, ActivitySession):
         db.session.execute(delete(model).where(model.org_id == org_id))
     db.session.execute(

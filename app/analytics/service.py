@@ -1,13 +1,14 @@
 """The analytics figures, read from the rollups: the same numbers for pages, API and export."""
 
 import logging
-from collections import defaultdict
+from collections import Counter
 from datetime import timedelta
 from importlib import import_module
 
 from flask import current_app
 from sqlalchemy import func, inspect, select
 
+from app.analytics.cache import cached, rollup_version
 from app.analytics.models import ActivitySession, HourlyCount, PathHourlyCount
 from app.auth.models import User
 from app.events.models import EVENT_TYPES
@@ -60,17 +61,24 @@ def _hourly_by_type(org_id, query):
     ]
 
 
-def _top(org_id, query, column_name, limit):
+def _breakdown(org_id, query):
+    """Return (user_id, type, tool, ext, count) rows of the range: one read for totals and top lists."""
     source = _counts_source(query)
-    column = getattr(source, column_name)
-    total = func.sum(source.count)
-    statement = (
-        _filtered(select(column, total), source, org_id, query)
-        .group_by(column)
-        .order_by(total.desc(), column)
-        .limit(limit)
-    )
-    return [{"name": name, "count": int(count)} for name, count in db.session.execute(statement)]
+    columns = (source.user_id, source.type, source.tool, source.ext)
+    statement = _filtered(select(*columns, func.sum(source.count)), source, org_id, query).group_by(*columns)
+    return [
+        (user_id, event_type, tool, ext, int(count))
+        for user_id, event_type, tool, ext, count in db.session.execute(statement)
+    ]
+
+
+def _top(breakdown, position, limit):
+    """The `limit` largest totals of one breakdown column, ties by name."""
+    totals = Counter()
+    for row in breakdown:
+        totals[row[position]] += row[-1]
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [{"name": name, "count": count} for name, count in ranked]
 
 
 def _top_files(org_id, query, limit):
@@ -84,13 +92,13 @@ def _top_files(org_id, query, limit):
     return [{"path": path, "count": int(count)} for path, count in db.session.execute(statement)]
 
 
-def _top_members(org_id, query, limit):
-    rows = _top(org_id, query, "user_id", limit)
-    user_ids = [row["name"] for row in rows]
+def _with_emails(top_members):
+    """Add each member's email to the top members, read now so a changed email shows at once."""
+    user_ids = [row["name"] for row in top_members]
     emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all())
     return [
         {"user_id": row["name"] or None, "email": emails.get(row["name"], "(deleted user)"), "count": row["count"]}
-        for row in rows
+        for row in top_members
     ]
 
 
@@ -245,22 +253,50 @@ def _event_totals(org_id, query):
     return int(events), int(members)
 
 
-def build_summary(org_id, query, sessions=None, runs=None, suggestions=None):
-    """The headline figures of a range, each a number or None where it cannot be computed."""
-    events, members = _event_totals(org_id, query)
-    sessions = sessions or _sessions(org_id, query)
-    runs = runs or _workflow_runs(org_id, query)
-    suggestions = suggestions or _suggestions(org_id, query)
+def _cache_parameters(query, **extra):
+    """Return what the cached figures of a query depend on: its days, not the name of its preset."""
     return {
-        "events": events,
-        "active_members": members,
-        "sessions": sessions["total"],
-        "average_session_minutes": sessions["average_minutes_overall"],
+        "from": query.start.isoformat(),
+        "to": query.end.isoformat(),
+        "tz": query.tz.key,
+        "tool": query.tool,
+        "type": query.type,
+        "path": query.path_prefix,
+        "member": query.member_id,
+        **extra,
+    }
+
+
+def _event_summary(org_id, query, version):
+    """Return the headline figures that come from the rollups, cached until the next ingest."""
+
+    def compute():
+        events, members = _event_totals(org_id, query)
+        sessions = _sessions(org_id, query)
+        return {
+            "events": events,
+            "active_members": members,
+            "sessions": sessions["total"],
+            "average_session_minutes": sessions["average_minutes_overall"],
+        }
+
+    return cached(org_id, version, "summary", _cache_parameters(query), compute)
+
+
+def _summary(event_summary, runs, suggestions):
+    return {
+        **event_summary,
         "workflow_runs": runs["total"] if runs["available"] else None,
         "workflow_success_rate": runs["success_rate"],
         "suggestions_accepted": suggestions["accepted"],
         "suggestion_acceptance_rate": suggestions["acceptance_rate"],
     }
+
+
+def build_summary(org_id, query, version=None):
+    """Return the headline figures of a range, each a number or None where it cannot be computed."""
+    version = version or rollup_version(org_id)
+    return _summary(_event_summary(org_id, query, version), _workflow_runs(org_id, query), _suggestions(org_id, query))
 
 
 def compare(current, previous):
@@ -276,39 +312,70 @@ def compare(current, previous):
     return figures
 
 
-def build_dashboard(org_id, query):
-    """Every figure of the analytics page for the query."""
+def _event_figures(org_id, query, version):
+    """Return every figure of the page that comes from the rollups, cached until the next ingest.
+
+    Workflow runs and suggestions change without an ingest, so they are read on every request.
+    """
     top_n = current_app.config["ANALYTICS_TOP_N"]
-    hourly = _hourly_by_type(org_id, query)
-    sessions = _sessions(org_id, query)
+
+    def compute():
+        hourly = _hourly_by_type(org_id, query)
+        breakdown = _breakdown(org_id, query)
+        sessions = _sessions(org_id, query)
+        by_type = _top(breakdown, 1, len(EVENT_TYPES) + len(breakdown))
+        return {
+            "summary": {
+                "events": sum(row[-1] for row in breakdown),
+                "active_members": len({row[0] for row in breakdown}),
+                "sessions": sessions["total"],
+                "average_session_minutes": sessions["average_minutes_overall"],
+            },
+            "activity": _activity(hourly, query),
+            "heatmap": _heatmap(hourly),
+            "types": by_type,
+            "top_files": _top_files(org_id, query, top_n),
+            "top_file_types": _top(breakdown, 3, top_n),
+            "top_tools": _top(breakdown, 2, top_n),
+            "top_members": _top(breakdown, 0, top_n),
+            "sessions": sessions,
+        }
+
+    return cached(
+        org_id, version, "dashboard", _cache_parameters(query, granularity=query.granularity, top_n=top_n), compute
+    )
+
+
+def build_dashboard(org_id, query, version=None):
+    """Return every figure of the analytics page for the query."""
+    version = version or rollup_version(org_id)
+    figures = _event_figures(org_id, query, version)
     runs = _workflow_runs(org_id, query)
     suggestions = _suggestions(org_id, query)
-    by_type = defaultdict(int)
-    for _, event_type, count in hourly:
-        by_type[event_type] += count
     return {
         "query": query.describe(),
-        "summary": build_summary(org_id, query, sessions, runs, suggestions),
-        "activity": _activity(hourly, query),
-        "heatmap": _heatmap(hourly),
-        "types": [{"name": name, "count": by_type[name]} for name in sorted(by_type, key=lambda n: (-by_type[n], n))],
-        "top_files": _top_files(org_id, query, top_n),
-        "top_file_types": _top(org_id, query, "ext", top_n),
-        "top_tools": _top(org_id, query, "tool", top_n),
-        "top_members": _top_members(org_id, query, top_n),
-        "sessions": sessions,
+        "summary": _summary(figures["summary"], runs, suggestions),
+        "activity": figures["activity"],
+        "heatmap": figures["heatmap"],
+        "types": figures["types"],
+        "top_files": figures["top_files"],
+        "top_file_types": figures["top_file_types"],
+        "top_tools": figures["top_tools"],
+        "top_members": _with_emails(figures["top_members"]),
+        "sessions": figures["sessions"],
         "workflow_runs": runs,
         "suggestions": suggestions,
     }
 
 
 def build_trends(org_id, query):
-    """The headline figures of the range against the previous period of the same length."""
+    """Return the headline figures of the range against the previous period of the same length."""
+    version = rollup_version(org_id)
     previous = query.previous()
     return {
         "query": query.describe(),
         "previous": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
-        "figures": compare(build_summary(org_id, query), build_summary(org_id, previous)),
+        "figures": compare(build_summary(org_id, query, version), build_summary(org_id, previous, version)),
     }
 
 

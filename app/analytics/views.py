@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.analytics import export, service
+from app.analytics.cache import rollup_version
 from app.analytics.charts import build_figures
 from app.analytics.query import RANGE_PRESETS, parse_query
 from app.errors import ValidationError
@@ -25,8 +26,9 @@ def index():
     org = current_org()
     query = parse_query(request.args, org.id)
 
-    dashboard = service.build_dashboard(org.id, query)
-    previous = service.build_summary(org.id, query.previous())
+    version = rollup_version(org.id)
+    dashboard = service.build_dashboard(org.id, query, version)
+    previous = service.build_summary(org.id, query.previous(), version)
     context = {
         "query": query,
         "dashboard": dashboard,

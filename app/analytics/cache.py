@@ -1,0 +1,63 @@
+"""Caching figures computed from the rollups until the organization's next ingest.
+
+The cache key contains the organization's rollup version: the event count and rebuild time of its
+AnalyticsState row, which `record_events` and `rebuild_rollups` change in the same transaction as
+the rollups. A commit of new events therefore moves readers to a new key, and stale entries are
+never read again and expire after CACHE_SECONDS. The values sit in the app's Redis (fakeredis in
+embedded mode, where each process has its own cache).
+"""
+
+import hashlib
+import json
+import logging
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from app.analytics.models import AnalyticsState
+from app.extensions import db
+from app.queue import get_queues
+
+logger = logging.getLogger(__name__)
+
+CACHE_SECONDS = 24 * 3600
+KEY_PREFIX = "floyo:analytics"
+
+
+def rollup_version(org_id):
+    """Return a string that changes whenever the organization's rollups change."""
+    row = db.session.execute(
+        select(AnalyticsState.events_recorded, AnalyticsState.rebuilt_at).where(AnalyticsState.org_id == org_id)
+    ).first()
+    if row is None:
+        return "empty"
+    rebuilt = row.rebuilt_at.timestamp() if row.rebuilt_at else 0
+    return f"{row.events_recorded}-{rebuilt:.6f}"
+
+
+def cache_key(org_id, version, name, parameters):
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"{KEY_PREFIX}:{org_id}:{version}:{name}:{digest}"
+
+
+def cached(org_id, version, name, parameters, compute):
+    """Return the cached JSON value for the key, or compute, store and return it.
+
+    A Redis error is logged and the value computed without the cache, so the page still works.
+    """
+    key = cache_key(org_id, version, name, parameters)
+    connection = get_queues().connection
+    try:
+        raw = connection.get(key)
+    except RedisError as error:
+        logger.warning("analytics cache read failed org_id=%s name=%s error=%s", org_id, name, error)
+        return compute()
+    if raw is not None:
+        return json.loads(raw)
+
+    value = compute()
+    try:
+        connection.set(key, json.dumps(value), ex=CACHE_SECONDS)
+    except RedisError as error:
+        logger.warning("analytics cache write failed org_id=%s name=%s error=%s", org_id, name, error)
+    return value
