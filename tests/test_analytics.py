@@ -379,6 +379,27 @@ def test_export_job_leaves_file(client, member, auth, wait_for_jobs):
         assert stored.source == "export"
     content = client.get(f"/files/{stored.id}/download").get_data(as_text=True)
     assert len(content.strip().splitlines()) == 71
+    status = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'data-state="finished"' in status
+    assert f'href="/files/{stored.id}"' in status
+
+
+def test_export_status_hidden_from_other_org(client, member, make_user, auth, wait_for_jobs):
+    store_events(client.application, member, sample_events())
+    other = make_user()
+    auth.signin(member["email"])
+    response = client.post("/analytics/export", data={"from": "2025-03-01", "to": "2025-03-14", "format": "json"})
+    wait_for_jobs()
+    status_url = response.headers["Location"]
+    auth.signout()
+    auth.signin(other["email"])
+
+    seen_by_other = client.get(status_url)
+    guessed = client.get(status_url.replace(f"-{member['org_id']}-", f"-{other['org_id']}-"))
+
+    assert status_url.startswith("/analytics/exports/")
+    assert seen_by_other.status_code == 404
+    assert guessed.status_code == 404
 
 
 def test_range_presets_end_today(app, member):

@@ -326,3 +326,38 @@ def test_openapi_lists_file_routes(client):
     assert {"get", "patch", "delete"} <= set(paths["/api/v1/files/{file_id}"])
     assert "get" in paths["/api/v1/files/{file_id}/content"]
     assert "get" in paths["/api/v1/analytics/export"]
+
+
+def test_page_rename_invalid_name_flashes(client, key, member, auth, app):
+    item = upload(client, key, [("plan.txt", b"plan", "text/plain")]).get_json()["data"][0]
+    auth.signin(member["email"])
+
+    response = client.post(f"/files/{item['id']}/rename", data={"name": "../"})
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/files/{item['id']}"
+    assert "is empty once folders are removed" in page
+    assert "flash-error" in page
+    with app.app_context():
+        assert db.session.get(File, item["id"]).name == "plan.txt"
+
+
+def test_page_folder_errors_flash(client, member, auth, app):
+    auth.signin(member["email"])
+    client.post("/folders", data={"name": "Reports"})
+    with app.app_context():
+        folder_id = db.session.scalar(db.select(Folder.id).where(Folder.name == "Reports"))
+    client.post("/folders", data={"name": "2025", "parent_id": str(folder_id)})
+
+    taken = client.post("/folders", data={"name": "Reports"})
+    taken_page = client.get(taken.headers["Location"]).get_data(as_text=True)
+    not_empty = client.post(f"/folders/{folder_id}/delete")
+    not_empty_page = client.get(not_empty.headers["Location"]).get_data(as_text=True)
+
+    assert taken.status_code == 302
+    assert "A folder named &#39;Reports&#39; already exists here" in taken_page
+    assert not_empty.status_code == 302
+    assert "is not empty; move or delete what is in it first" in not_empty_page
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Folder).where(Folder.name == "Reports")) == 1

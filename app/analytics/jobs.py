@@ -2,13 +2,22 @@
 
 import logging
 import tempfile
+import uuid
 
-from app.queue import job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from app.errors import NotFound
+from app.queue import get_queues, job
 
 logger = logging.getLogger(__name__)
 
 # An export is written to memory up to this size, then to an anonymous temporary file.
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
+# How long the status page of a finished export can still show its outcome; failed jobs stay
+# for RQ's failure_ttl (a year by default).
+EXPORT_STATUS_SECONDS = 7 * 24 * 3600
+EXPORT_JOB_PREFIX = "analytics-export"
 
 
 @job
@@ -50,3 +59,32 @@ def export_to_files_job(org_id, user_id, args, export_format):
         raise
     logger.info("analytics export stored org_id=%s user_id=%s file_id=%s", org_id, user_id, stored.id)
     return stored.id
+
+
+def export_job_id(org_id):
+    """Return a new id for an export job; it names the organization, whose pages alone show it."""
+    return f"{EXPORT_JOB_PREFIX}-{org_id}-{uuid.uuid4().hex}"
+
+
+def export_job_status(org_id, job_id):
+    """Return the state of the organization's export job as a dict; raise NotFound for any other job.
+
+    The state is one of queued, started, finished (with the stored file's id) and failed (with
+    the error's last line).
+    """
+    if not job_id.startswith(f"{EXPORT_JOB_PREFIX}-{org_id}-"):
+        raise NotFound(f"Export {job_id} was not found.")
+    try:
+        export_job = Job.fetch(job_id, connection=get_queues().connection)
+    except NoSuchJobError:
+        raise NotFound(f"Export {job_id} was not found; its status is kept for 7 days.") from None
+    state = export_job.get_status()
+    status = {"id": job_id, "state": "queued", "file_id": None, "error": None, "format": export_job.args[3]}
+    if state == JobStatus.STARTED:
+        status["state"] = "started"
+    elif state == JobStatus.FINISHED:
+        status.update(state="finished", file_id=export_job.return_value())
+    elif state in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        lines = (export_job.exc_info or "").strip().splitlines()
+        status.update(state="failed", error=lines[-1] if lines else f"The job was {state}.")
+    return status

@@ -8,6 +8,7 @@ from flask_login import current_user, login_required
 from app.analytics import export, service
 from app.analytics.cache import rollup_version
 from app.analytics.charts import build_figures
+from app.analytics.jobs import EXPORT_STATUS_SECONDS, export_job_id, export_job_status, export_to_files_job
 from app.analytics.query import RANGE_PRESETS, parse_query
 from app.errors import ValidationError
 from app.events.models import EVENT_TYPES
@@ -53,11 +54,29 @@ def export_to_files():
         raise ValidationError(f"format must be csv, json or ndjson, got {export_format!r}.", {"format": "unknown"})
     query = parse_query(request.form, org.id)
 
-    from app.analytics.jobs import export_to_files_job
-
     # The job gets the resolved days, so a "last 7 days" export means the same days when it runs.
     args = query.params(range="custom", **{"from": query.start.isoformat(), "to": query.end.isoformat()})
-    enqueue_after_commit(export_to_files_job, org.id, current_user.id, args, export_format)
+    job_id = export_job_id(org.id)
+    enqueue_after_commit(
+        export_to_files_job,
+        org.id,
+        current_user.id,
+        args,
+        export_format,
+        job_id=job_id,
+        result_ttl=EXPORT_STATUS_SECONDS,
+    )
     db.session.commit()
     flash("The export is being prepared. It will appear in Files, in the Exports folder.", "success")
-    return redirect(url_for("analytics.index", **query.params()))
+    return redirect(url_for("analytics.export_status", job_id=job_id))
+
+
+@bp.get("/analytics/exports/<job_id>")
+@login_required
+def export_status(job_id):
+    """The state of an export job; the fragment polls itself until the job has finished or failed."""
+    status = export_job_status(current_org().id, job_id)
+
+    if is_htmx():
+        return render_template("analytics/_export_status.html", export=status)
+    return render_template("analytics/export_status.html", export=status)

@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, flash, jsonify, render_template, reque
 from flask_login import current_user, login_required
 
 from app import wants_json
-from app.errors import ValidationError
+from app.errors import Conflict, ValidationError
 from app.extensions import db
 from app.files import service
 from app.files.http import file_response, receive_uploads
@@ -27,6 +27,13 @@ def _int_arg(source, name):
 
 def _back(folder_id=None):
     return url_for("files.index", folder=folder_id) if folder_id else url_for("files.index")
+
+
+def _form_failed(problem, location):
+    """Flash why a form was rejected and send the user back to it; nothing was changed."""
+    db.session.rollback()
+    flash(problem.message, "error")
+    return hx_redirect(location)
 
 
 @bp.get("/files")
@@ -95,8 +102,11 @@ def detail(file_id):
 @bp.post("/files/<int:file_id>/rename")
 @login_required
 def rename(file_id):
-    """Rename a file."""
-    stored = service.rename_file(current_org().id, file_id, request.form.get("name", ""))
+    """Rename a file; an invalid name is flashed on the file's page."""
+    try:
+        stored = service.rename_file(current_org().id, file_id, request.form.get("name", ""))
+    except ValidationError as problem:
+        return _form_failed(problem, url_for("files.detail", file_id=file_id))
     db.session.commit()
     flash(f"Renamed to {stored.name}.", "success")
     return hx_redirect(url_for("files.detail", file_id=file_id))
@@ -168,9 +178,12 @@ def empty_trash():
 @bp.post("/folders")
 @login_required
 def create_folder():
-    """Create a folder in the current folder."""
+    """Create a folder in the current folder; an invalid or taken name is flashed on the listing."""
     parent_id = _int_arg(request.form, "parent_id")
-    folder = service.create_folder(current_org().id, request.form.get("name", ""), parent_id)
+    try:
+        folder = service.create_folder(current_org().id, request.form.get("name", ""), parent_id)
+    except (ValidationError, Conflict) as problem:
+        return _form_failed(problem, _back(parent_id))
     db.session.commit()
     flash(f"Created the folder {folder.name}.", "success")
     return hx_redirect(_back(parent_id))
@@ -179,8 +192,11 @@ def create_folder():
 @bp.post("/folders/<int:folder_id>/delete")
 @login_required
 def delete_folder(folder_id):
-    """Delete an empty folder."""
-    folder = service.delete_folder(current_org().id, folder_id)
+    """Delete an empty folder; for a folder that is not empty the reason is flashed."""
+    try:
+        folder = service.delete_folder(current_org().id, folder_id)
+    except Conflict as problem:
+        return _form_failed(problem, _back(folder_id))
     db.session.commit()
     flash(f"Deleted the folder {folder.name}.", "success")
     return hx_redirect(_back(folder.parent_id))
