@@ -99,7 +99,7 @@ INVALID_EVENTS = [
     pytest.param({"occurred_at": "2025-02-13T09:16:25"}, "occurred_at", "no UTC offset", id="no-offset"),
     pytest.param({"occurred_at": 1739438185}, "occurred_at", "not a number", id="number-timestamp"),
     pytest.param(
-        {"metadata": {"a": {"b": {"c": {"d": {"e": 1}}}}}}, "metadata", "the limit is 4 levels", id="metadata-deep"
+        {"metadata": {"a": {"b": {"c": {"d": {"e": 1}}}}}}, "metadata", "limit of 4 levels", id="metadata-deep"
     ),
     pytest.param({"metadata": {"notes": "x" * 5000}}, "metadata", "the limit is 4096 bytes", id="metadata-large"),
     pytest.param({"metadata": ["a"]}, "metadata", "must be a JSON object", id="metadata-array"),

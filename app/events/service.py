@@ -1,13 +1,16 @@
 """Storing and reading usage events.
 
 Events arrive in bulk (API batches of up to a thousand, git imports of many thousands), so they are
-stored with multi-row INSERT statements, never one ORM object per row.
+stored with COPY on PostgreSQL and multi-row INSERT statements elsewhere, never one ORM object per row.
 """
 
+import json
 import logging
 
+import psycopg
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.billing.limits import record_usage
 from app.errors import NotFound, ServiceError
 from app.events.models import EVENT_TYPES, SOURCES, Event
 from app.events.schemas import parse_timestamp
@@ -16,8 +19,8 @@ from app.timeutil import isoformat, utcnow
 
 logger = logging.getLogger(__name__)
 
-# Rows per INSERT statement. 11 columns x 1,000 rows stays below SQLite's limit of 32,766 bound
-# parameters (SQLite >= 3.32) and PostgreSQL's 65,535.
+# Rows per COPY or INSERT statement. 11 columns x 1,000 rows stays below SQLite's limit of 32,766
+# bound parameters (SQLite >= 3.32) and PostgreSQL's 65,535.
 INSERT_CHUNK_ROWS = 1000
 # Event ids per `IN (...)` lookup of duplicates, under the same parameter limits.
 LOOKUP_CHUNK_IDS = 5000
@@ -38,7 +41,8 @@ def insert_events(org_id, user_id, source, events):
     """Store validated events for an organization; return ("accepted", id) or ("duplicate", id) per event.
 
     `events` are dicts with type, path, tool, occurred_at (an aware datetime), session, event_id and
-    metadata, and optionally their own source, which wins over `source`. An event whose event_id
+    metadata, and optionally their own source, which wins over `source`, and metadata_json, the
+    metadata already serialized as compact JSON (validation makes it). An event whose event_id
     the organization already has, or that repeats an earlier event_id of the same list, is not
     stored and reports the id of the stored one. Nothing is committed: the caller commits, and the
     analysis requested here is enqueued after that commit.
@@ -61,14 +65,14 @@ def insert_events(org_id, user_id, source, events):
                 repeats.append((index, first_with_id[event_id]))
                 continue
             first_with_id[event_id] = index
-        rows.append((index, _row(org_id, user_id, source, received_at, event)))
+        rows.append((index, event))
 
     for start in range(0, len(rows), INSERT_CHUNK_ROWS):
         chunk = rows[start : start + INSERT_CHUNK_ROWS]
-        for index, new_id in _insert_chunk(chunk):
+        for index, new_id in _insert_chunk(org_id, user_id, source, received_at, chunk):
             results[index] = ("accepted", new_id)
 
-    missing = {events[index]["event_id"]: index for index, _ in rows if results[index] is None}
+    missing = {event["event_id"]: index for index, event in rows if results[index] is None}
     if missing:
         for event_id, existing_id in _existing_ids(org_id, list(missing)).items():
             results[missing[event_id]] = ("duplicate", existing_id)
@@ -79,6 +83,8 @@ def insert_events(org_id, user_id, source, events):
         results[index] = ("duplicate", results[first][1])
 
     accepted = sum(1 for status, _ in results if status == "accepted")
+    # Raises LimitExceeded past the plan's monthly events, and the caller's rollback drops the batch.
+    record_usage(org_id, "events_per_month", accepted)
     if accepted:
         from app.insights.service import request_analysis
         from app.workflows.triggers import match_new_events
@@ -96,32 +102,88 @@ def insert_events(org_id, user_id, source, events):
     return results
 
 
-def _row(org_id, user_id, source, received_at, event):
-    return {
-        "org_id": org_id,
-        "user_id": user_id,
-        "type": event["type"],
-        "path": event["path"],
-        "tool": event.get("tool") or "",
-        "occurred_at": event["occurred_at"],
-        "session": event.get("session"),
-        "event_id": event.get("event_id"),
-        "metadata": event.get("metadata") or {},
-        "source": event.get("source") or source,
-        "received_at": received_at,
-    }
+def _insert_chunk(org_id, user_id, source, received_at, chunk):
+    """Insert (index, event) pairs; return (index, id) for the events stored.
+
+    On PostgreSQL the rows go in with one COPY, which takes about half the server time of
+    INSERT ... ON CONFLICT for the same rows. COPY cannot skip a row whose event_id is already
+    stored, so a chunk with one (a resend) is rolled back to its savepoint and goes through
+    INSERT ... ON CONFLICT DO NOTHING instead.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return _insert_on_conflict(sqlite.insert, _rows(org_id, user_id, source, received_at, chunk))
+    try:
+        with db.session.begin_nested():
+            return _copy_postgresql(org_id, user_id, source, received_at, chunk)
+    except psycopg.errors.UniqueViolation:
+        logger.info("known event_id in COPY, inserting with ON CONFLICT instead org_id=%s rows=%s", org_id, len(chunk))
+        return _insert_on_conflict(postgresql.insert, _rows(org_id, user_id, source, received_at, chunk))
 
 
-def _insert_chunk(chunk):
-    """Insert (index, row) pairs in one statement; return (index, id) for the rows stored.
+_COPY_COLUMNS = "id, org_id, user_id, type, path, tool, occurred_at, session, event_id, metadata, source, received_at"
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
-    Rows whose event_id the organization already has are skipped by ON CONFLICT DO NOTHING.
+
+def _copy_postgresql(org_id, user_id, source, received_at, chunk):
+    """COPY the events into the events table with ids taken from its sequence beforehand."""
+    cursor = db.session.connection().connection.driver_connection.cursor()
+    encode = _COMPACT_JSON.encode
+    with cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %s)", [len(chunk)]
+        )
+        new_ids = [new_id for (new_id,) in cursor.fetchall()]
+        with cursor.copy(f"COPY events ({_COPY_COLUMNS}) FROM STDIN") as copy:
+            for new_id, (_, event) in zip(new_ids, chunk, strict=True):
+                copy.write_row(
+                    (
+                        new_id,
+                        org_id,
+                        user_id,
+                        event["type"],
+                        event["path"],
+                        event.get("tool") or "",
+                        event["occurred_at"],
+                        event.get("session"),
+                        event.get("event_id"),
+                        event.get("metadata_json") or encode(event.get("metadata") or {}),
+                        event.get("source") or source,
+                        received_at,
+                    )
+                )
+    return [(index, new_id) for new_id, (index, _) in zip(new_ids, chunk, strict=True)]
+
+
+def _rows(org_id, user_id, source, received_at, chunk):
+    """Turn (index, event) pairs into (index, row) pairs keyed by the events table's columns."""
+    return [
+        (
+            index,
+            {
+                "org_id": org_id,
+                "user_id": user_id,
+                "type": event["type"],
+                "path": event["path"],
+                "tool": event.get("tool") or "",
+                "occurred_at": event["occurred_at"],
+                "session": event.get("session"),
+                "event_id": event.get("event_id"),
+                "metadata": event.get("metadata") or {},
+                "source": event.get("source") or source,
+                "received_at": received_at,
+            },
+        )
+        for index, event in chunk
+    ]
+
+
+def _insert_on_conflict(insert, chunk):
+    """Insert the rows with one INSERT ... ON CONFLICT DO NOTHING RETURNING; return (index, id) of those stored.
+
     RETURNING gives no order, so stored rows are matched to their input by event_id, and rows
-    without one by id: the ids of one statement increase in the order of its VALUES list.
+    without one by id: a multi-row VALUES list is inserted in order, and the id sequence increases.
     """
     table = Event.__table__
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
         insert(table)
         .values([row for _, row in chunk])
@@ -144,13 +206,30 @@ def _insert_chunk(chunk):
     return stored
 
 
+# One index lookup per event_id. For a thousand ids, PostgreSQL 15 planned `event_id IN (...)` and
+# `= ANY(...)` as a scan of all the organization's events, whose cost grows with the table.
+# LIMIT 1 keeps the planner from turning the lateral subquery into a hash join over that scan.
+_LOOKUP_POSTGRESQL = """
+SELECT wanted.event_id, found.id
+FROM unnest(CAST(:event_ids AS text[])) AS wanted(event_id)
+CROSS JOIN LATERAL (
+    SELECT id FROM events WHERE org_id = :org_id AND event_id = wanted.event_id LIMIT 1
+) AS found
+"""
+
+
 def _existing_ids(org_id, event_ids):
+    """Return {event_id: id} for the event_ids the organization already has."""
     found = {}
+    postgres = db.session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(event_ids), LOOKUP_CHUNK_IDS):
         chunk = event_ids[start : start + LOOKUP_CHUNK_IDS]
-        rows = db.session.execute(
-            db.select(Event.event_id, Event.id).where(Event.org_id == org_id, Event.event_id.in_(chunk))
-        )
+        if postgres:
+            rows = db.session.execute(db.text(_LOOKUP_POSTGRESQL), {"event_ids": chunk, "org_id": org_id})
+        else:
+            rows = db.session.execute(
+                db.select(Event.event_id, Event.id).where(Event.org_id == org_id, Event.event_id.in_(chunk))
+            )
         found.update({event_id: event_pk for event_id, event_pk in rows})
     return found
 
