@@ -7,6 +7,7 @@ from flask_login import current_user
 
 from app.api.errors import ApiError
 from app.auth import service as auth_service
+from app.billing.limits import count_api_call
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -38,6 +39,8 @@ def api_auth_required(view):
             g.api_key = api_key
             g.user = api_key.user
             g.org_id = api_key.org_id
+            # Counts the call against the plan's monthly API calls; raises LimitExceeded (402) past it.
+            count_api_call(g.org_id)
         elif request.method in SAFE_METHODS and current_user.is_authenticated:
             from app.orgs.service import current_org
 

@@ -1,5 +1,7 @@
 """Plan limits: usage counted per organization and calendar month (UTC), checked where the work happens.
 
+Limits are enforced only where billing is set up (STRIPE_SECRET_KEY): a self-hosted server
+without Stripe offers no way to upgrade, so it counts usage but holds nobody to the Free plan.
 Monthly metrics (events, workflow runs) are counters in `usage_counters`, raised in the same
 transaction as the work, so a rolled-back request counts nothing and the check costs one upsert
 instead of a COUNT(*) per batch. API calls are counted in Redis, which every API request touches
@@ -10,7 +12,7 @@ their own tables when one is added.
 import logging
 
 import redis
-from flask import has_request_context, url_for
+from flask import current_app, has_request_context, url_for
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.billing import plans
@@ -29,6 +31,10 @@ class LimitExceeded(ServiceError):
 
     status = 402
     code = "plan_limit_reached"
+
+
+def enforcing():
+    return bool(current_app.config.get("STRIPE_SECRET_KEY"))
 
 
 def current_period(now=None):
@@ -75,7 +81,7 @@ def record_usage(org_id, metric, amount, enforce=True):
         index_elements=["org_id", "metric", "period"], set_={"count": table.c.count + statement.excluded.count}
     ).returning(table.c.count)
     total = db.session.execute(statement).scalar_one()
-    if not enforce:
+    if not enforce or not enforcing():
         return total
     plan_key = _plan(org_id)
     limit = plans.limits_of(plan_key).get(metric)
@@ -92,6 +98,8 @@ def _plan(org_id):
 
 def check_count(org_id, metric, current, adding=1):
     """Raise LimitExceeded when `current` + `adding` goes over a count limit (workflows, members, storage)."""
+    if not enforcing():
+        return
     plan_key = _plan(org_id)
     limit = plans.limits_of(plan_key).get(metric)
     if limit is not None and current + adding > limit:
@@ -99,6 +107,8 @@ def check_count(org_id, metric, current, adding=1):
 
 
 def check_workflow_count(org_id):
+    if not enforcing():
+        return
     from app.workflows.models import Workflow
 
     count = db.session.scalar(db.select(db.func.count(Workflow.id)).where(Workflow.org_id == org_id))
@@ -107,6 +117,8 @@ def check_workflow_count(org_id):
 
 def check_member_count(org_id, adding=1):
     """For the accounts pages: call before adding members to an organization."""
+    if not enforcing():
+        return
     from app.orgs.models import Membership
 
     count = db.session.scalar(db.select(db.func.count(Membership.id)).where(Membership.org_id == org_id))
@@ -115,6 +127,8 @@ def check_member_count(org_id, adding=1):
 
 def check_storage(org_id, adding_bytes):
     """For the file manager: call before storing `adding_bytes` more for the organization."""
+    if not enforcing():
+        return
     from app.files.service import storage_usage
 
     check_count(org_id, "storage_bytes", storage_usage(org_id), adding_bytes)
@@ -144,6 +158,8 @@ def count_api_call(org_id):
         # Failing open keeps the API up while Redis is down; the outage is logged.
         logger.exception("api call count failed org=%s", org_id)
         return None
+    if not enforcing():
+        return total
     plan_key = _plan(org_id)
     limit = plans.limits_of(plan_key).get("api_calls_per_month")
     if limit is not None and total > limit:

@@ -15,7 +15,8 @@ from app.billing.stripe_client import call, client
 from app.errors import NotFound, ServiceError, ValidationError
 from app.extensions import db
 from app.orgs.models import Membership, Organization
-from app.timeutil import utcnow
+from app.timeutil import isoformat, utcnow
+from app.webhooks import outgoing
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ SUBSCRIPTION_EVENTS = (
     "customer.subscription.deleted",
     "customer.subscription.trial_will_end",
 )
+STRIPE_INTERVALS = {"month": "monthly", "year": "yearly"}
 # Within one second (the resolution of `created`) the later step of a subscription's life wins.
 _EVENT_RANK = {"customer.subscription.created": 0, "customer.subscription.deleted": 2}
 
@@ -100,6 +102,7 @@ def ensure_customer(org):
 def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
     """Create a Stripe Checkout session for a paid plan; return its URL. The caller commits."""
     require_owner(org.id, user.id)
+    stripe = client()
     if plan_key not in ("pro", "team"):
         raise ValidationError(f"Unknown plan {plan_key!r}; choose pro or team.", {"plan": "use pro or team"})
     if interval not in ("monthly", "yearly"):
@@ -115,7 +118,7 @@ def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
     metadata = {"org_id": str(org.id), "plan": plan_key}
     session = call(
         "start the checkout",
-        client().v1.checkout.sessions.create,
+        stripe.v1.checkout.sessions.create,
         params={
             "mode": "subscription",
             "customer": customer_id,
@@ -134,12 +137,13 @@ def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
 def open_portal(org, user, return_url):
     """Create a customer portal session (payment methods, invoices, cancellation); return its URL."""
     require_owner(org.id, user.id)
+    stripe = client()
     account = get_account(org.id)
     if account is None or not account.stripe_customer_id:
         raise ValidationError("This organization has no Stripe customer yet; choose a paid plan first.")
     session = call(
         "open the customer portal",
-        client().v1.billing_portal.sessions.create,
+        stripe.v1.billing_portal.sessions.create,
         params={"customer": account.stripe_customer_id, "return_url": return_url},
     )
     return session.url
@@ -235,7 +239,8 @@ def _subscription_changed(obj, event_type, created):
     if plan_key is None:
         # A price not configured here: the plan Floyo's checkout recorded in the metadata.
         plan_key = (obj.get("metadata") or {}).get("plan") or "free"
-        interval = ((items[0].get("price") or {}).get("recurring") or {}).get("interval") if items else None
+        recurring = ((items[0].get("price") or {}).get("recurring") or {}) if items else {}
+        interval = STRIPE_INTERVALS.get(recurring.get("interval"))
     period_ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
     # Current API versions keep the period on each item; older ones on the subscription itself.
     period_end = max(period_ends) if period_ends else obj.get("current_period_end")
@@ -267,6 +272,7 @@ def _subscription_changed(obj, event_type, created):
         .execution_options(synchronize_session=False)
     ).rowcount
     _update_account_plan(subscription)
+    outgoing.emit(org_id, "billing.subscription_updated", _subscription_payload(subscription))
     logger.info(
         "subscription applied org=%s subscription=%s status=%s plan=%s invoices_linked=%s",
         org_id,
@@ -276,6 +282,16 @@ def _subscription_changed(obj, event_type, created):
         linked,
     )
     return org_id
+
+
+def _subscription_payload(subscription):
+    return {
+        "plan": subscription.plan,
+        "status": subscription.status,
+        "interval": subscription.interval,
+        "current_period_end": isoformat(subscription.current_period_end),
+        "cancel_at_period_end": subscription.cancel_at_period_end,
+    }
 
 
 def _update_account_plan(subscription):
@@ -334,6 +350,9 @@ def _invoice_changed(obj, event_type, created):
             subscription.event_type = event_type
             subscription.updated_at = utcnow()
             logger.warning("subscription past due org=%s subscription=%s", org_id, subscription.stripe_id)
+        outgoing.emit(
+            org_id, "billing.payment_failed", {"invoice": invoice.stripe_id, "amount_due": invoice.amount_due}
+        )
     db.session.flush()
     return org_id
 

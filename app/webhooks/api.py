@@ -4,15 +4,16 @@ import base64
 
 from flask import g, jsonify, request
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from app.api import bp
 from app.api.auth import api_auth_required
-from app.api.errors import ApiError
+from app.api.errors import ApiError, pydantic_details
 from app.api.openapi import operation
 from app.api.pagination import decode_cursor, page_response, parse_limit
 from app.extensions import db
 from app.timeutil import isoformat
-from app.webhooks import service
+from app.webhooks import outgoing, service
 
 TAG = "Webhooks"
 
@@ -162,3 +163,136 @@ def replay_webhook_delivery(delivery_id):
     delivery = service.replay(delivery_id, org_id)
     db.session.commit()
     return jsonify(delivery_json(delivery)), 202
+
+
+# Outgoing webhooks
+
+
+class EndpointIn(BaseModel):
+    url: str = Field(max_length=2048, description="The http or https URL that receives the POSTs.")
+    events: list[str] = Field(description="Event types to send, or ['*'] for all of them.")
+
+
+class EndpointOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    created_at: str
+    secret: str | None = Field(None, description="The signing secret; returned only when the endpoint is created.")
+
+
+class OutgoingDeliveryOut(BaseModel):
+    id: int
+    endpoint_id: int
+    type: str
+    status: str = Field(description="queued, sending, pending (a retry is due at next_attempt_at), succeeded, failed.")
+    attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    log: list[dict] = Field(description="Every attempt: at, status_code, duration_ms, error.")
+    payload: dict
+
+
+def _require_org_admin():
+    if not (g.user.is_admin or service.is_org_admin(g.user, g.org_id)):
+        raise ApiError(403, "forbidden", "Only owners and admins of the organization can manage its webhooks.")
+
+
+def endpoint_json(endpoint, secret=None):
+    return EndpointOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=endpoint.events,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        consecutive_failures=endpoint.consecutive_failures,
+        created_at=isoformat(endpoint.created_at),
+        secret=secret,
+    ).model_dump()
+
+
+def outgoing_json(delivery):
+    return OutgoingDeliveryOut(
+        id=delivery.id,
+        endpoint_id=delivery.endpoint_id,
+        type=delivery.event_type,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        next_attempt_at=isoformat(delivery.next_attempt_at),
+        delivered_at=isoformat(delivery.delivered_at),
+        log=delivery.log,
+        payload=delivery.payload,
+    ).model_dump()
+
+
+@bp.get("/webhooks/endpoints")
+@operation("List the organization's outgoing webhook endpoints", tag=TAG)
+@api_auth_required
+def list_webhook_endpoints():
+    _require_org_admin()
+    return jsonify({"data": [endpoint_json(endpoint) for endpoint in outgoing.list_endpoints(g.org_id)]})
+
+
+@bp.post("/webhooks/endpoints")
+@operation(
+    "Register an outgoing webhook endpoint; the answer has the secret, shown only once",
+    request_model=EndpointIn,
+    response_model=EndpointOut,
+    status=201,
+    tag=TAG,
+)
+@api_auth_required
+def create_webhook_endpoint():
+    _require_org_admin()
+    data = request.get_json(silent=True)
+    try:
+        body = EndpointIn.model_validate(data if isinstance(data, dict) else {})
+    except PydanticValidationError as error:
+        raise ApiError(422, "validation_error", "The endpoint is invalid.", pydantic_details(error)) from error
+
+    endpoint, secret = outgoing.create_endpoint(g.org_id, body.url, body.events)
+
+    db.session.commit()
+    return jsonify(endpoint_json(endpoint, secret)), 201
+
+
+@bp.delete("/webhooks/endpoints/<int:endpoint_id>")
+@operation("Delete an outgoing webhook endpoint and its deliveries", status=204, tag=TAG)
+@api_auth_required
+def delete_webhook_endpoint(endpoint_id):
+    _require_org_admin()
+    outgoing.delete_endpoint(g.org_id, endpoint_id)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/webhooks/endpoints/<int:endpoint_id>/enable")
+@operation("Enable a disabled endpoint again", response_model=EndpointOut, tag=TAG)
+@api_auth_required
+def enable_webhook_endpoint(endpoint_id):
+    _require_org_admin()
+    endpoint = outgoing.enable_endpoint(g.org_id, endpoint_id)
+    db.session.commit()
+    return jsonify(endpoint_json(endpoint))
+
+
+@bp.get("/webhooks/endpoints/<int:endpoint_id>/deliveries")
+@operation("List an endpoint's latest 50 deliveries with every attempt", tag=TAG)
+@api_auth_required
+def list_outgoing_deliveries(endpoint_id):
+    _require_org_admin()
+    rows = outgoing.list_deliveries(g.org_id, endpoint_id)
+    return jsonify({"data": [outgoing_json(delivery) for delivery in rows]})
+
+
+@bp.post("/webhooks/outgoing/<int:delivery_id>/resend")
+@operation("Send an outgoing delivery again now", response_model=OutgoingDeliveryOut, status=202, tag=TAG)
+@api_auth_required
+def resend_outgoing_delivery(delivery_id):
+    _require_org_admin()
+    delivery = outgoing.resend(g.org_id, delivery_id)
+    db.session.commit()
+    return jsonify(outgoing_json(delivery)), 202

@@ -67,7 +67,8 @@ class OutgoingDelivery(db.Model):
     endpoint_id = db.Column(db.Integer, db.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False)
     event_type = db.Column(db.String(128), nullable=False)
     payload = db.Column(JSONDocument, nullable=False)
-    # pending (an attempt is due at next_attempt_at), sending, succeeded, failed (no attempts left).
+    # queued (a job will make the next attempt), sending (the request is in flight), pending (the
+    # next attempt is due at next_attempt_at), succeeded, failed (no attempts left).
     status = db.Column(db.String(16), nullable=False, default="pending")
     attempts = db.Column(db.Integer, nullable=False, default=0)
     next_attempt_at = db.Column(UTCDateTime)

@@ -3,10 +3,11 @@
 from flask import Blueprint, abort, flash, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.errors import ServiceError
 from app.extensions import db
 from app.htmx import hx_redirect, is_htmx
 from app.orgs.service import current_org
-from app.webhooks import service
+from app.webhooks import outgoing, service
 
 bp = Blueprint("webhooks", __name__)
 
@@ -55,3 +56,69 @@ def replay(delivery_id):
     db.session.commit()
     flash(f"Delivery {delivery_id} is queued to be processed again.", "success")
     return hx_redirect(url_for("webhooks.delivery", delivery_id=delivery_id))
+
+
+def _org_admin():
+    org = current_org()
+    if not (current_user.is_admin or service.is_org_admin(current_user, org.id)):
+        abort(403, "Only owners and admins of the organization can manage its webhooks.")
+    return org
+
+
+@bp.get("/webhooks/endpoints")
+@login_required
+def endpoints():
+    """The organization's outgoing endpoints, each with its latest deliveries."""
+    org = _org_admin()
+    rows = outgoing.list_endpoints(org.id)
+    deliveries = {endpoint.id: outgoing.list_deliveries(org.id, endpoint.id, limit=10) for endpoint in rows}
+    return render_template(
+        "webhooks/endpoints.html", endpoints=rows, deliveries=deliveries, event_types=outgoing.EVENT_TYPES
+    )
+
+
+@bp.post("/webhooks/endpoints")
+@login_required
+def create_endpoint():
+    """Register an endpoint and show its secret, this once."""
+    org = _org_admin()
+
+    try:
+        endpoint, secret = outgoing.create_endpoint(org.id, request.form.get("url", ""), request.form.getlist("events"))
+    except ServiceError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return hx_redirect(url_for("webhooks.endpoints"))
+
+    db.session.commit()
+    return render_template("webhooks/endpoint_created.html", endpoint=endpoint, secret=secret), 201
+
+
+@bp.post("/webhooks/endpoints/<int:endpoint_id>/delete")
+@login_required
+def delete_endpoint(endpoint_id):
+    org = _org_admin()
+    outgoing.delete_endpoint(org.id, endpoint_id)
+    db.session.commit()
+    flash("The endpoint was deleted.", "success")
+    return hx_redirect(url_for("webhooks.endpoints"))
+
+
+@bp.post("/webhooks/endpoints/<int:endpoint_id>/enable")
+@login_required
+def enable_endpoint(endpoint_id):
+    org = _org_admin()
+    outgoing.enable_endpoint(org.id, endpoint_id)
+    db.session.commit()
+    flash("The endpoint is enabled again.", "success")
+    return hx_redirect(url_for("webhooks.endpoints"))
+
+
+@bp.post("/webhooks/outgoing/<int:delivery_id>/resend")
+@login_required
+def resend(delivery_id):
+    org = _org_admin()
+    outgoing.resend(org.id, delivery_id)
+    db.session.commit()
+    flash(f"Delivery {delivery_id} is queued to be sent again.", "success")
+    return hx_redirect(url_for("webhooks.endpoints"))

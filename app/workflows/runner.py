@@ -20,6 +20,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.timeutil import isoformat, utcnow
+from app.webhooks import outgoing
 from app.workflows.expressions import ExpressionError, render
 from app.workflows.models import StepAttempt, WorkflowRun
 from app.workflows.schemas import SENDING_STEP_TYPES
@@ -354,5 +355,7 @@ class Engine:
         run.finished_at = utcnow()
         run.lease_until = None
         run.wake_at = None
+        # The outgoing webhooks of the run's end commit with it and are sent after the commit.
+        outgoing.emit(run.org_id, f"workflow_run.{status}", outgoing.run_payload(run, status))
         self._commit()
         logger.info("run finished run=%s workflow=%s status=%s", run.id, run.workflow_id, status)

@@ -4,6 +4,7 @@ import json
 import logging
 from datetime import datetime
 
+from app.billing.limits import count_run
 from app.errors import Conflict, NotFound, ValidationError
 from app.extensions import db
 from app.queue import enqueue_after_commit
@@ -41,6 +42,7 @@ def check_input(data):
 
 def create_run(workflow, trigger_type, data=None, user_id=None, scheduled_for=None, trigger_event_id=None):
     """Add a queued run of the workflow's current version and enqueue it after commit."""
+    count_run(workflow.org_id, trigger_type)
     run = WorkflowRun(
         org_id=workflow.org_id,
         workflow_id=workflow.id,

@@ -14,6 +14,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.timeutil import utcnow
+from app.webhooks.outgoing import enqueue_due_deliveries
 from app.workflows.models import StepAttempt, WorkflowRun
 from app.workflows.runs import enqueue_run
 from app.workflows.triggers import fire_due_schedules
@@ -126,6 +127,7 @@ class Scheduler:
                 woken = wake_waiting_runs()
                 recovered = recover_stalled_runs()
                 requeued = requeue_lost_runs()
+                enqueue_due_deliveries()
                 if time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
                     prune_old_runs()
                     self.last_prune = time.monotonic()

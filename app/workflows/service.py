@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 
+from app.billing.limits import check_workflow_count
 from app.errors import NotFound, ValidationError
 from app.extensions import db
 from app.timeutil import utcnow
@@ -63,6 +64,7 @@ def create_workflow(org_id, user_id, definition, note="", suggestion_id=None):
 
     With `suggestion_id`, the suggestion it came from is marked accepted in the same transaction.
     """
+    check_workflow_count(org_id)
     definition = validate_definition(definition)
     suggestion = _open_suggestion(org_id, suggestion_id) if suggestion_id is not None else None
     workflow = Workflow(org_id=org_id, created_by_id=user_id, version_number=1)
