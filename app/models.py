@@ -1,5 +1,6 @@
 """Every model, imported in one place so that Alembic's autogenerate and `flask db check` see them all."""
 
+from app.admin.models import AuditEntry  # noqa: F401
 from app.analytics.models import ActivitySession, AnalyticsState, HourlyCount, PathHourlyCount  # noqa: F401
 from app.auth.models import ApiKey, User, UserSession  # noqa: F401
 from app.billing.models import BillingAccount, Invoice, Subscription, UsageCounter  # noqa: F401
