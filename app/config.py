@@ -157,8 +157,9 @@ def load_config(instance_path):
         "WEBHOOK_PROVIDERS": _json_setting("WEBHOOK_PROVIDERS", {}),
         # Signed timestamps of "hmac" providers older than this many seconds are rejected (replays).
         "WEBHOOK_TOLERANCE_SECONDS": _int("WEBHOOK_TOLERANCE_SECONDS", 300),
-        # Outgoing webhooks: attempts per delivery (with exponential backoff from one minute, about
-        # 4 hours in all with the default), and failed deliveries in a row that disable an endpoint.
+        # Outgoing webhooks: attempts per delivery (retried after 1, 2, 4, ... minutes, so the default
+        # spans about two hours), and deliveries in a row that used up their attempts before the
+        # endpoint is disabled.
         "OUTGOING_WEBHOOK_MAX_ATTEMPTS": _int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", 8),
         "OUTGOING_WEBHOOK_DISABLE_AFTER": _int("OUTGOING_WEBHOOK_DISABLE_AFTER", 5),
     }

@@ -15,11 +15,11 @@ from app.extensions import db
 from app.timeutil import utcnow
 from app.webhooks import outgoing
 from app.webhooks.models import OutgoingDelivery, WebhookEndpoint
-from app.webhooks.signatures import verify_timestamped
+from app.webhooks.signatures import InvalidSignature, verify_timestamped
 
 
 class Receiver:
-    """A server on 127.0.0.1 that answers the statuses in `script` in turn, then 200."""
+    """A server on 127.0.0.1 that responds with the statuses in `script` in turn, then 200."""
 
     def __init__(self, script=()):
         self.script = list(script)
@@ -157,7 +157,7 @@ def test_signature_fails_with_other_secret(hook_app, client, admin, receiver_fac
     attempt(hook_app, delivery_id, utcnow())
 
     [request] = receiver.requests
-    with pytest.raises(Exception, match="does not match"):
+    with pytest.raises(InvalidSignature, match="does not match"):
         verify_timestamped(request["body"], request["headers"]["Floyo-Signature"], "whsec_other", 300)
 
 

@@ -260,7 +260,7 @@ def _send(endpoint, delivery):
 
 def _log(delivery, at, status_code, duration_ms, error):
     entry = {"at": isoformat(at), "status_code": status_code, "duration_ms": duration_ms, "error": error}
-    # A new list, so SQLAlchemy sees the change of the JSON column.
+    # Assign a new list: SQLAlchemy does not track changes made inside a JSON value.
     delivery.log = [*delivery.log, entry]
 
 
