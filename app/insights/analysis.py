@@ -165,32 +165,31 @@ class SessionBuilder:
         self._users = array("q")
 
     def add(self, rows):
-        paths, tools, types, session_values = self._paths, self._tools, self._types, self._session_values
-        for user_id, session, occurred_at, event_type, path, tool in rows:
-            path_id = paths.get(path)
-            if path_id is None:
-                path_id = paths[path] = len(paths)
-            tool_id = tools.get(tool)
-            if tool_id is None:
-                tool_id = tools[tool] = len(tools)
-            type_id = types.get(event_type)
-            if type_id is None:
-                type_id = types[event_type] = len(types)
-            if session:
-                group = session_values.get(session)
-                if group is None:
-                    group = session_values[session] = len(session_values)
-            else:
-                group = -1
-            self._path_ids.append(path_id)
-            self._tool_ids.append(tool_id)
-            self._type_ids.append(type_id)
-            self._times.append(occurred_at if isinstance(occurred_at, float) else occurred_at.timestamp())
-            self._groups.append(group)
-            self._users.append(-1 if user_id is None else user_id)
+        """Add a chunk of rows; the chunk is turned into columns, which is faster than row by row."""
+        rows = list(rows)
+        if not rows:
+            return
+        # Column by column: zip(*rows) is far slower on chunks of many thousand rows.
+        users, sessions, times, types, paths, tools = ([row[index] for row in rows] for index in range(6))
+        self._path_ids.extend(_intern(self._paths, paths))
+        self._tool_ids.extend(_intern(self._tools, tools))
+        self._type_ids.extend(_intern(self._types, types))
+        session_values = self._session_values
+        self._groups.extend(
+            [session_values.setdefault(value, len(session_values)) if value else -1 for value in sessions]
+        )
+        self._users.extend([-1 if user is None else user for user in users])
+        if all(isinstance(value, float) for value in times):
+            self._times.extend(times)
+        else:
+            self._times.extend([value if isinstance(value, float) else value.timestamp() for value in times])
 
     def build(self, gap_minutes):
-        """Group the events: by `session` value where set, else per user, split at gaps over `gap_minutes`."""
+        """Group the events: by `session` value where set, else per user, split at gaps over `gap_minutes`.
+
+        One `session` value is one session whoever sent its events, as a commit hash is for
+        everyone who imports the same repository.
+        """
         times = np.frombuffer(self._times, dtype=np.float64)
         groups = np.frombuffer(self._groups, dtype=np.int64)
         users = np.frombuffer(self._users, dtype=np.int64)
@@ -220,6 +219,11 @@ class SessionBuilder:
         )
 
 
+def _intern(index, values):
+    """Return the id of each value in `index`, adding the values it does not have yet."""
+    return [index.setdefault(value, len(index)) for value in values]
+
+
 def build_sessions(rows, gap_minutes=30):
     """Group an iterable of event rows into sessions; see SessionBuilder for the row shape."""
     builder = SessionBuilder()
@@ -247,12 +251,12 @@ def find_frequent(data, now, top_n):
     extension_names = sorted(set(extensions) - {""})
     extension_index = {name: index for index, name in enumerate(extension_names)}
     extension_of_path = np.array([extension_index.get(name, -1) for name in extensions], dtype=np.int64)
-    type_ids = extension_of_path[data.path_ids]
+    extension_ids = extension_of_path[data.path_ids]
 
     found = []
     groupings = (
         ("frequent_file", "path", data.paths, data.path_ids),
-        ("frequent_type", "extension", extension_names, type_ids),
+        ("frequent_type", "extension", extension_names, extension_ids),
         ("frequent_tool", "tool", data.tools, data.tool_ids),
     )
     for kind, label, names, ids in groupings:

@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 # Event rows fetched per round trip while loading an organization's events.
 LOAD_CHUNK_ROWS = 20_000
-# Rows per multi-row INSERT ... ON CONFLICT: 9 columns × 500 stays far below the bound-parameter
-# limits of SQLite (32,766) and PostgreSQL (65,535).
-UPSERT_CHUNK_ROWS = 500
 # A run still marked running after the longest a job may take lost its worker; another may start.
 STALE_RUN_AFTER = timedelta(seconds=DEFAULT_JOB_TIMEOUT)
 LIST_STATUSES = (*SUGGESTION_STATUSES, "all")
@@ -214,27 +211,46 @@ def _analyze_and_store(org_id, settings, now):
 
 
 def load_sessions(org_id, gap_minutes):
-    """Load the organization's events with a lean column query, streamed in chunks, and group them."""
+    """Load the organization's events with a lean column query, streamed in chunks, and group them.
+
+    The query runs on the Core connection, so rows are plain tuples with no ORM processing, and
+    the database turns each time into seconds since the epoch.
+    """
+    events = Event.__table__
+    query = db.select(
+        events.c.user_id,
+        events.c.session,
+        _epoch_seconds(events.c.occurred_at),
+        events.c.type,
+        events.c.path,
+        events.c.tool,
+    ).where(events.c.org_id == org_id)
     builder = analysis.SessionBuilder()
-    query = db.select(Event.user_id, Event.session, Event.occurred_at, Event.type, Event.path, Event.tool).where(
-        Event.org_id == org_id
-    )
-    result = db.session.execute(query.execution_options(yield_per=LOAD_CHUNK_ROWS))
+    result = db.session.connection().execution_options(yield_per=LOAD_CHUNK_ROWS).execute(query)
     for chunk in result.partitions():
         builder.add(chunk)
     return builder.build(gap_minutes)
 
 
+def _epoch_seconds(column):
+    """Return an expression for a UTC timestamp column as float seconds since the epoch."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return db.cast(db.extract("epoch", column), db.Float)
+    # SQLite stores the UTC time as text; julianday() parses it in C, to the millisecond.
+    return (db.func.julianday(column) - 2440587.5) * 86400.0
+
+
 def _upsert(table, rows, conflict_columns, update_columns):
-    """Insert rows, updating `update_columns` of those that exist, in multi-row statements."""
+    """Insert rows, updating `update_columns` of those that exist, as one executemany statement."""
+    if not rows:
+        return
     insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    for start in range(0, len(rows), UPSERT_CHUNK_ROWS):
-        statement = insert(table).values(rows[start : start + UPSERT_CHUNK_ROWS])
-        statement = statement.on_conflict_do_update(
-            index_elements=conflict_columns,
-            set_={column: statement.excluded[column] for column in update_columns},
-        )
-        db.session.execute(statement)
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=conflict_columns,
+        set_={column: statement.excluded[column] for column in update_columns},
+    )
+    db.session.execute(statement, rows)
 
 
 def _store_patterns(org_id, patterns, now):
