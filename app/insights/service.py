@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 # Event rows fetched per round trip while loading an organization's events.
 LOAD_CHUNK_ROWS = 20_000
 # A run still marked running after the longest a job may take lost its worker; another may start.
+# NOTE: until then, runs requested meanwhile only leave a note that the dead run never reads, so
+# the next analysis starts with the first request after this time.
 STALE_RUN_AFTER = timedelta(seconds=DEFAULT_JOB_TIMEOUT)
 LIST_STATUSES = (*SUGGESTION_STATUSES, "all")
 
