@@ -20,9 +20,8 @@ from flask import current_app
 
 from app.extensions import db
 from app.timeutil import isoformat, utcnow
-from app.webhooks import outgoing
 from app.workflows.expressions import ExpressionError, render
-from app.workflows.models import StepAttempt, WorkflowRun
+from app.workflows.models import StepAttempt, WorkflowRun, WorkflowVersion
 from app.workflows.schemas import SENDING_STEP_TYPES
 from app.workflows.steps import HANDLERS, PURE_STEP_TYPES, StepContext, StepFailed
 
@@ -35,27 +34,65 @@ CLAIM_LEASE_SECONDS = 60
 
 
 def execute_run(run_id):
-    """Claim the run and execute it until it ends or waits; a run that is not queued is left alone."""
+    """Claim the run and execute it until it ends or waits; a run that is not queued is left alone.
+
+    Returns the run's status afterwards, or None when it was not claimed. The claim returns the
+    run's row and its version's definition, so a run of pure steps costs a handful of statements:
+    the throughput of the workers depends on it.
+    """
     now = utcnow()
     grace = current_app.config["RUN_RECOVERY_SECONDS"]
-    claimed = db.session.execute(
-        db.update(WorkflowRun)
-        .where(WorkflowRun.id == run_id, WorkflowRun.status == "queued", WorkflowRun.cancel_requested.is_(False))
+    table = WorkflowRun.__table__
+    versions = WorkflowVersion.__table__
+    connection = db.session.connection()
+    # PostgreSQL returns the definition with the claim (UPDATE ... FROM); SQLite's RETURNING
+    # cannot name another table, so there it is read with a second statement.
+    joined = connection.dialect.name == "postgresql"
+    statement = (
+        db.update(table)
+        .where(table.c.id == run_id, table.c.status == "queued", table.c.cancel_requested.is_(False))
         .values(
             status="running",
-            started_at=db.func.coalesce(WorkflowRun.started_at, now),
+            started_at=db.func.coalesce(table.c.started_at, now),
             lease_until=now + timedelta(seconds=grace + CLAIM_LEASE_SECONDS),
             wake_at=None,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.commit()
-    if not claimed:
+        .returning(
+            table.c.id,
+            table.c.org_id,
+            table.c.workflow_id,
+            table.c.version_id,
+            table.c.version_number,
+            table.c.trigger_type,
+            table.c.input,
+            table.c.created_by_id,
+            table.c.started_at,
+            table.c.rerun_from_step,
+            *([versions.c.definition] if joined else []),
+        )
+    )
+    if joined:
+        statement = statement.where(versions.c.id == table.c.version_id)
+    row = connection.execute(statement).first()
+    if row is None:
+        db.session.rollback()
         logger.info("run not claimed run=%s (not queued, or cancelled)", run_id)
         return None
-    run = db.session.get(WorkflowRun, run_id)
-    Engine(run).proceed()
-    return run.status
+    # The claim is committed with the first step that has to be saved on its own (any step that
+    # is not pure, a wait, or the end of the run). A run of pure steps is then one transaction:
+    # if the worker dies before its commit, the run is simply still queued and is enqueued again.
+    # A run that started before (resumed after a wait or a recovery) or copies attempts of an
+    # earlier run (a re-run from a failed step) has attempts to read; a fresh run has none.
+    resumed = row.started_at != now or row.rerun_from_step is not None
+    if joined:
+        definition = row.definition
+    else:
+        definition = connection.execute(
+            db.select(versions.c.definition).where(versions.c.id == row.version_id)
+        ).scalar()
+    engine = Engine(row, definition, resumed)
+    engine.proceed()
+    return engine.status
 
 
 def topological_order(steps):
@@ -85,14 +122,18 @@ def render_config(step, values):
 
 
 class Engine:
-    def __init__(self, run):
+    def __init__(self, run, definition, resumed=True):
         self.run = run
-        definition = run.version.definition
+        self.status = "running"
         self.steps = {step["id"]: step for step in definition["steps"]}
         self.order = topological_order(definition["steps"])
         self.attempts = {}
-        for attempt in run.attempts:
-            self.attempts.setdefault(attempt.step_id, []).append(attempt)
+        if resumed:
+            stored = db.session.scalars(
+                db.select(StepAttempt).where(StepAttempt.run_id == run.id).order_by(StepAttempt.id)
+            )
+            for attempt in stored:
+                self.attempts.setdefault(attempt.step_id, []).append(attempt)
         self.grace = current_app.config["RUN_RECOVERY_SECONDS"]
         self.last_commit = time.monotonic()
 
@@ -258,7 +299,7 @@ class Engine:
             if self._cancel_requested():
                 return self._finish_cancelled(attempt)
             timeout = float(step.get("timeout_seconds", 30))
-            self.run.lease_until = utcnow() + timedelta(seconds=timeout + self.grace)
+            self._update_run(lease_until=utcnow() + timedelta(seconds=timeout + self.grace))
             self._commit()
         context = StepContext(
             org_id=self.run.org_id,
@@ -323,11 +364,19 @@ class Engine:
     def _cancel_requested(self):
         return bool(db.session.scalar(db.select(WorkflowRun.cancel_requested).where(WorkflowRun.id == self.run.id)))
 
+    def _update_run(self, condition=None, **values):
+        """Change the run's row with one UPDATE, only while it is still running; returns the row count."""
+        table = WorkflowRun.__table__
+        statement = db.update(table).where(table.c.id == self.run.id, table.c.status == "running")
+        if condition is not None:
+            statement = statement.where(condition)
+        db.session.flush()
+        return db.session.connection().execute(statement.values(**values)).rowcount
+
     def _wait(self, until):
-        self.run.status = "waiting"
-        self.run.wake_at = until
-        self.run.lease_until = None
+        self._update_run(status="waiting", wake_at=until, lease_until=None)
         self._commit()
+        self.status = "waiting"
         logger.info("run waiting run=%s until=%s", self.run.id, isoformat(until))
         return "wait"
 
@@ -343,19 +392,27 @@ class Engine:
         if failed_step is not None:
             self._set_final("failed", f"Step {failed_step} failed: {error}")
             return
-        if self._cancel_requested():
-            self._set_final("cancelled", "Cancelled by a user.")
-            return
         self._set_final("succeeded", None)
 
     def _set_final(self, status, error):
-        run = self.run
-        run.status = status
-        run.error = error
-        run.finished_at = utcnow()
-        run.lease_until = None
-        run.wake_at = None
-        # The outgoing webhooks of the run's end commit with it and are sent after the commit.
-        outgoing.emit(run.org_id, f"workflow_run.{status}", outgoing.run_payload(run, status))
+        """End the run. A success requested to cancel in the meantime ends as cancelled."""
+        table = WorkflowRun.__table__
+        values = {"status": status, "error": error}
+        if status == "succeeded":
+            cancelled = table.c.cancel_requested.is_(True)
+            values = {
+                "status": db.case((cancelled, "cancelled"), else_="succeeded"),
+                "error": db.case((cancelled, "Cancelled by a user."), else_=None),
+            }
+        statement = (
+            db.update(table)
+            .where(table.c.id == self.run.id, table.c.status == "running")
+            .values(finished_at=utcnow(), lease_until=None, wake_at=None, **values)
+            .returning(table.c.status)
+        )
+        db.session.flush()
+        final = db.session.connection().execute(statement).scalar()
+        status = final or status
         self._commit()
-        logger.info("run finished run=%s workflow=%s status=%s", run.id, run.workflow_id, status)
+        self.status = status
+        logger.info("run finished run=%s workflow=%s status=%s", self.run.id, self.run.workflow_id, status)
