@@ -84,6 +84,7 @@ def _register_blueprints(app):
     from app.analytics.views import bp as analytics_bp
     from app.auth import api as _auth_api  # noqa: F401
     from app.auth.views import bp as auth_bp
+    from app.billing import api as _billing_api  # noqa: F401
     from app.billing.views import bp as billing_bp
     from app.events import api as _events_api  # noqa: F401
     from app.events.views import bp as events_bp

@@ -48,9 +48,22 @@ def create_api_key(email, name):
     click.echo(raw)
 
 
+@floyo.command("replay-webhooks")
+@click.option("--provider", default=None, help="Only deliveries of this provider (stripe, github, ...).")
+@click.option("--status", default="failed", show_default=True, help="Deliveries in this status.")
+def replay_webhooks(provider, status):
+    """Process stored incoming webhook deliveries again, such as every failed Stripe delivery."""
+    from app.webhooks.service import replay_matching
+
+    count = replay_matching(provider, status)
+    db.session.commit()
+    click.echo(f"Queued {count} deliveries to be processed again.")
+
+
 def init_app(app):
     app.cli.add_command(floyo)
     # Commands of the domain packages register themselves on the same group.
+    from app.admin import cli as admin_cli  # noqa: F401
     from app.analytics import cli as analytics_cli  # noqa: F401
     from app.events import cli as events_cli  # noqa: F401
     from app.insights import cli as insights_cli  # noqa: F401

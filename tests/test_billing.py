@@ -273,3 +273,23 @@ def test_without_stripe_keys_pages_say_so(app, client, make_user, make_api_key, 
     assert stored_events(app, user["org_id"]) == 3
     assert upgrade.status_code == 302
     assert b"STRIPE_SECRET_KEY is empty" in client.get("/billing").data
+
+
+def test_billing_api_shows_own_org(billing_app, client, make_user, make_api_key):
+    user = make_user()
+    other = make_user()
+    headers = {"Authorization": f"Bearer {make_api_key(user)}"}
+    other_headers = {"Authorization": f"Bearer {make_api_key(other)}"}
+    client.post("/api/v1/events/batch", json=event_batch(4), headers=headers)
+
+    mine = client.get("/api/v1/billing", headers=headers).get_json()
+    theirs = client.get("/api/v1/billing", headers=other_headers).get_json()
+
+    usage = {row["metric"]: row for row in mine["usage"]}
+    assert mine["plan"] == "free"
+    assert mine["billing_enabled"] is True
+    assert mine["upgrade_url"] == "/billing"
+    assert usage["events_per_month"]["used"] == 4
+    assert usage["events_per_month"]["limit"] == 5
+    assert usage["events_per_month"]["warning"] is True
+    assert {row["metric"]: row["used"] for row in theirs["usage"]}["events_per_month"] == 0

@@ -283,3 +283,19 @@ def test_trial_will_end_is_recorded(stripe_app, client, make_user, samples, sett
     assert row.status == "trialing"
     assert row.trial_ending_notified is True
     assert int(row.trial_end.timestamp()) == trial_end
+
+
+def test_cli_replays_failed_deliveries(stripe_app, client, make_user, samples, settle):
+    user = make_user()
+    deliver(client, samples.event("invoice.paid", samples.invoice("cus_cli", None)))
+    settle()
+    link_customer(stripe_app, user["org_id"], "cus_cli")
+
+    result = stripe_app.test_cli_runner().invoke(args=["floyo", "replay-webhooks", "--provider", "stripe"])
+    settle()
+
+    assert result.exit_code == 0, result.output
+    assert "Queued 1 deliveries" in result.output
+    [delivery] = stored(stripe_app, WebhookDelivery)
+    assert delivery.status == "processed"
+    assert delivery.attempts == 2

@@ -282,3 +282,14 @@ def replay(delivery_id, org_id=None):
     _enqueue(delivery.id)
     logger.info("webhook replay requested delivery=%s provider=%s", delivery.id, delivery.provider)
     return delivery
+
+
+def replay_matching(provider=None, status="failed", limit=1000):
+    """Queue every matching delivery (up to `limit`) to be processed again; return how many."""
+    query = db.select(WebhookDelivery.id).where(WebhookDelivery.status == status)
+    if provider:
+        query = query.where(WebhookDelivery.provider == provider)
+    ids = db.session.scalars(query.order_by(WebhookDelivery.id).limit(limit)).all()
+    for delivery_id in ids:
+        replay(delivery_id)
+    return len(ids)
