@@ -1,5 +1,6 @@
 """Billing: Checkout against a fake Stripe server, the customer portal, plan limits and roles."""
 
+import io
 import json
 import time
 
@@ -8,6 +9,7 @@ import pytest
 from app.billing.models import BillingAccount
 from app.events.models import Event
 from app.extensions import db
+from app.files.models import File
 from app.orgs.models import Membership
 from app.webhooks.models import WebhookDelivery
 from tests.fake_stripe import FakeStripe, sign
@@ -293,3 +295,18 @@ def test_billing_api_shows_own_org(billing_app, client, make_user, make_api_key)
     assert usage["events_per_month"]["limit"] == 5
     assert usage["events_per_month"]["warning"] is True
     assert {row["metric"]: row["used"] for row in theirs["usage"]}["events_per_month"] == 0
+
+
+def test_storage_limit_stops_upload(billing_app, client, make_user, make_api_key):
+    billing_app.config["BILLING_PLANS"]["free"]["limits"]["storage_bytes"] = 10
+    user = make_user()
+    headers = {"Authorization": f"Bearer {make_api_key(user)}"}
+    data = {"file": (io.BytesIO(b"twenty bytes of text"), "notes.txt", "text/plain")}
+
+    response = client.post("/api/v1/files/upload", data=data, headers=headers, content_type="multipart/form-data")
+
+    assert response.status_code == 402
+    assert response.get_json()["error"]["code"] == "plan_limit_reached"
+    assert "file storage" in response.get_json()["error"]["message"]
+    with billing_app.app_context():
+        assert db.session.scalar(db.select(db.func.count(File.id))) == 0

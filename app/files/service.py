@@ -7,6 +7,7 @@ import re
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from app.billing.limits import check_storage
 from app.errors import Conflict, NotFound, ServiceError, ValidationError
 from app.extensions import db
 from app.files.models import File, Folder
@@ -98,6 +99,8 @@ def store_file(org_id, user_id, name, stream, folder_id=None, source="upload", l
     reader = _CountingReader(head, stream, limit)
     get_storage().save(org_id, key, reader)
     _saved_keys(db.session()).append((org_id, key))
+    # Raises LimitExceeded past the plan's storage; the rollback deletes the bytes just saved.
+    check_storage(org_id, reader.size)
 
     stored = File(
         org_id=org_id,
