@@ -77,11 +77,12 @@ def _configure_sqlite(app):
 
 
 def _register_blueprints(app):
-    from app.api import bp as api_bp
-
     # Importing the API modules registers their routes on the API blueprint.
+    from app.admin import api as _admin_api  # noqa: F401
+    from app.admin.views import bp as admin_bp
     from app.analytics import api as _analytics_api  # noqa: F401
     from app.analytics.views import bp as analytics_bp
+    from app.api import bp as api_bp
     from app.auth import api as _auth_api  # noqa: F401
     from app.auth.views import bp as auth_bp
     from app.billing import api as _billing_api  # noqa: F401
@@ -101,6 +102,7 @@ def _register_blueprints(app):
     from app.workflows import scheduler as workflow_scheduler
     from app.workflows.views import bp as workflows_bp
 
+    app.register_blueprint(admin_bp)
     app.register_blueprint(analytics_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(billing_bp)
@@ -146,6 +148,15 @@ def _register_request_hooks(app):
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
+
+    from app.admin import maintenance
+    from app.monitoring import metrics, sentry
+
+    # Registered after the request id: the timer covers the rest of the request, and the 503s of
+    # maintenance mode are counted like any other answer.
+    metrics.init_app(app)
+    maintenance.init_app(app)
+    sentry.init_app(app)
 
 
 def wants_json():

@@ -162,6 +162,12 @@ def load_config(instance_path):
         # endpoint is disabled.
         "OUTGOING_WEBHOOK_MAX_ATTEMPTS": _int("OUTGOING_WEBHOOK_MAX_ATTEMPTS", 8),
         "OUTGOING_WEBHOOK_DISABLE_AFTER": _int("OUTGOING_WEBHOOK_DISABLE_AFTER", 5),
+        # /metrics answers a bearer METRICS_TOKEN, or requests from METRICS_ALLOWED_ADDRESSES
+        # (comma-separated addresses or networks, such as 10.0.0.0/8). Empty token: addresses only.
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
+        "METRICS_ALLOWED_ADDRESSES": os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1"),
+        # Errors are reported to Sentry when set (needs the sentry-sdk package).
+        "SENTRY_DSN": os.environ.get("SENTRY_DSN", ""),
     }
 
 

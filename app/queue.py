@@ -189,9 +189,15 @@ class FloyoWorker(SimpleWorker):
     app = None
 
     def execute_job(self, job, queue):
+        from app.monitoring.metrics import record_job_run
+
         app = self.app or _app_for_worker()
         with app.app_context():
-            return super().execute_job(job, queue)
+            started = time.monotonic()
+            try:
+                return super().execute_job(job, queue)
+            finally:
+                record_job_run(job, queue.name, time.monotonic() - started)
 
 
 class EmbeddedWorker(FloyoWorker):
