@@ -229,3 +229,24 @@ def test_stripe_webhook_stored_and_processed(client, admin_key, shared_data, wai
         time.sleep(0.1)
     assert delivery.event_id == event["id"]
     assert status in ("processed", "ignored")
+
+
+def test_cli_turns_maintenance_on_and_off(app, make_user):
+    admin = make_user(email="root@example.com", is_admin=True)
+    make_user(email="ada@example.com")
+    runner = app.test_cli_runner()
+
+    refused = runner.invoke(args=["floyo", "maintenance", "on", "--email", "ada@example.com"])
+    started = runner.invoke(args=["floyo", "maintenance", "on", "--email", admin["email"], "--message", "Deploying."])
+    status = runner.invoke(args=["floyo", "maintenance", "status"])
+    stopped = runner.invoke(args=["floyo", "maintenance", "off", "--email", admin["email"]])
+
+    assert refused.exit_code == 1
+    assert "site admin" in refused.output
+    assert started.exit_code == 0, started.output
+    assert "Maintenance mode is on: Deploying." in status.output
+    assert stopped.exit_code == 0
+    assert "Maintenance mode is off." in runner.invoke(args=["floyo", "maintenance", "status"]).output
+    with app.app_context():
+        actions = db.session.scalars(sa.select(AuditEntry.action).order_by(AuditEntry.id)).all()
+    assert actions == ["maintenance.started", "maintenance.ended"]
