@@ -491,3 +491,75 @@ def test_cli_rejects_bad_arguments(app, member, args, message):
 
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_api_batch_feeds_analytics(client, member, make_api_key, auth):
+    key = make_api_key(member)
+    headers = {"Authorization": f"Bearer {key}"}
+    batch = [
+        {"type": "file_modified", "path": "src/app.py", "tool": "vim", "occurred_at": "2025-03-04T10:00:00Z"},
+        {"type": "file_opened", "path": "docs/a.md", "tool": "code", "occurred_at": "2025-03-04T11:30:00Z"},
+        {"type": "file_opened", "path": "docs/a.md", "tool": "code", "occurred_at": "2025-03-05T09:00:00Z"},
+    ]
+    stored = client.post("/api/v1/events/batch", json={"events": batch}, headers=headers)
+    # A resend of an event with the same event_id is a duplicate and must not be counted twice.
+    client.post("/api/v1/events", json={**batch[0], "event_id": "once"}, headers=headers)
+    client.post("/api/v1/events", json={**batch[0], "event_id": "once"}, headers=headers)
+    params = {"from": "2025-03-04", "to": "2025-03-05"}
+
+    dashboard = client.get("/api/v1/analytics/dashboard", query_string=params, headers=headers).get_json()
+    auth.signin(member["email"])
+    page = client.get("/analytics", query_string=params).get_data(as_text=True)
+
+    assert stored.status_code == 200
+    assert dashboard["summary"]["events"] == 4
+    assert dashboard["summary"]["active_members"] == 1
+    assert {item["path"]: item["count"] for item in dashboard["top_files"]} == {"src/app.py": 2, "docs/a.md": 2}
+    assert {item["name"]: item["count"] for item in dashboard["top_tools"]} == {"vim": 2, "code": 2}
+    assert dashboard["top_members"] == [{"user_id": member["id"], "email": member["email"], "count": 4}]
+    assert dashboard["sessions"]["total"] == 3
+    assert '<td class="path">docs/a.md</td><td>2</td>' in page
+
+
+def test_git_import_feeds_analytics(app, client, member, make_api_key, shared_data):
+    log_path = shared_data / "flask-gitlog.txt"
+    result = app.test_cli_runner().invoke(args=["floyo", "import-git", str(log_path), "--email", member["email"]])
+    with app.app_context():
+        first, last, total = db.session.execute(
+            db.select(db.func.min(Event.occurred_at), db.func.max(Event.occurred_at), db.func.count(Event.id)).where(
+                Event.org_id == member["org_id"]
+            )
+        ).one()
+        commits = db.session.scalar(
+            db.select(db.func.count(db.distinct(Event.session))).where(Event.org_id == member["org_id"])
+        )
+    key = make_api_key(member)
+
+    # The widest range the API allows (366 days) ending on the last commit's day.
+    to = last.astimezone(UTC).date()
+    first_day = to - timedelta(days=365)
+    dashboard = client.get(
+        "/api/v1/analytics/dashboard",
+        query_string={"from": first_day.isoformat(), "to": to.isoformat()},
+        headers={"Authorization": f"Bearer {key}"},
+    ).get_json()
+    with app.app_context():
+        in_range = db.session.scalar(
+            db.select(db.func.count(Event.id)).where(
+                Event.org_id == member["org_id"],
+                Event.occurred_at >= datetime.combine(first_day, datetime.min.time(), UTC),
+            )
+        )
+        sessions_in_range = db.session.scalar(
+            db.select(db.func.count(db.distinct(Event.session))).where(
+                Event.org_id == member["org_id"],
+                Event.occurred_at >= datetime.combine(first_day, datetime.min.time(), UTC),
+            )
+        )
+
+    assert result.exit_code == 0, result.output
+    assert total > 0
+    assert commits > 0
+    assert 0 < in_range < total
+    assert dashboard["summary"]["events"] == in_range
+    assert dashboard["summary"]["sessions"] == sessions_in_range

@@ -66,8 +66,9 @@ class ActivitySession(db.Model):
 class AnalyticsState(db.Model):
     """Per organization: how many events the rollups hold, and when they were last rebuilt.
 
-    Recording a batch updates this row first, so batches of one organization add to the rollups
-    one transaction at a time (the row lock serialises them) and session merging sees every batch.
+    Recording a batch updates this row before it merges sessions, so the session merging of one
+    organization's batches runs one transaction at a time (the row lock serialises them) and sees
+    every batch. The counts are upserts that add atomically and need no lock.
     """
 
     __tablename__ = "analytics_states"

@@ -6,7 +6,7 @@ from datetime import timedelta
 from importlib import import_module
 
 from flask import current_app
-from sqlalchemy import func, inspect, select
+from sqlalchemy import and_, func, inspect, select
 
 from app.analytics.cache import cached, rollup_version
 from app.analytics.models import ActivitySession, HourlyCount, PathHourlyCount
@@ -93,7 +93,7 @@ def _top_files(org_id, query, limit):
 
 
 def _with_emails(top_members):
-    """Add each member's email to the top members, read now so a changed email shows at once."""
+    """Return the top members with their emails (a deleted user shows as "(deleted user)")."""
     user_ids = [row["name"] for row in top_members]
     emails = dict(db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all())
     return [
@@ -219,24 +219,19 @@ def _workflow_runs(org_id, query):
 
 
 def _suggestions(org_id, query):
-    decided = dict(
-        db.session.execute(
-            select(Suggestion.status, func.count())
-            .where(
-                Suggestion.org_id == org_id,
-                Suggestion.decided_at >= query.start_utc,
-                Suggestion.decided_at < query.end_utc,
-            )
-            .group_by(Suggestion.status)
-        ).all()
-    )
-    open_now = db.session.scalar(select(func.count()).where(Suggestion.org_id == org_id, Suggestion.status == "open"))
-    accepted = int(decided.get("accepted", 0))
-    dismissed = int(decided.get("dismissed", 0))
+    """Return the suggestions accepted and dismissed in the range, and those open now, in one query."""
+    in_range = and_(Suggestion.decided_at >= query.start_utc, Suggestion.decided_at < query.end_utc)
+    accepted, dismissed, open_now = db.session.execute(
+        select(
+            func.count().filter(Suggestion.status == "accepted", in_range),
+            func.count().filter(Suggestion.status == "dismissed", in_range),
+            func.count().filter(Suggestion.status == "open"),
+        ).where(Suggestion.org_id == org_id)
+    ).one()
     return {
         "accepted": accepted,
         "dismissed": dismissed,
-        "open": int(open_now or 0),
+        "open": open_now,
         "acceptance_rate": round(accepted * 100 / (accepted + dismissed), 1) if accepted + dismissed else None,
     }
 
@@ -337,7 +332,7 @@ def _event_figures(org_id, query, version):
             "top_files": _top_files(org_id, query, top_n),
             "top_file_types": _top(breakdown, 3, top_n),
             "top_tools": _top(breakdown, 2, top_n),
-            "top_members": _top(breakdown, 0, top_n),
+            "top_members": _with_emails(_top(breakdown, 0, top_n)),
             "sessions": sessions,
         }
 
@@ -361,7 +356,7 @@ def build_dashboard(org_id, query, version=None):
         "top_files": figures["top_files"],
         "top_file_types": figures["top_file_types"],
         "top_tools": figures["top_tools"],
-        "top_members": _with_emails(figures["top_members"]),
+        "top_members": figures["top_members"],
         "sessions": figures["sessions"],
         "workflow_runs": runs,
         "suggestions": suggestions,
