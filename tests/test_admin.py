@@ -584,3 +584,39 @@ def test_org_scope_unaffected_by_admin_api(client, make_user, make_api_key):
     assert response.get_json()["data"] == []
     with client.application.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey)) == 1
+
+
+def test_stats_revenue_by_plan(client, admin, make_user, make_api_key):
+    from app.billing.models import Invoice, Subscription
+
+    user = make_user()
+    with client.application.app_context():
+        subscription = Subscription(
+            org_id=user["org_id"], stripe_id="sub_1", stripe_customer_id="cus_1", status="active", plan="pro"
+        )
+        db.session.add(subscription)
+        db.session.flush()
+        for number, amount in ((1, 1900), (2, 1900)):
+            db.session.add(
+                Invoice(
+                    org_id=user["org_id"],
+                    stripe_id=f"in_{number}",
+                    stripe_customer_id="cus_1",
+                    subscription_id=subscription.id,
+                    status="paid",
+                    currency="usd",
+                    amount_paid=amount,
+                    paid_at=utcnow(),
+                )
+            )
+        db.session.add(
+            Invoice(org_id=user["org_id"], stripe_id="in_3", stripe_customer_id="cus_1", status="open", amount_due=500)
+        )
+        db.session.commit()
+
+    body = client.get("/api/v1/admin/stats", headers=_admin_key(make_api_key, admin)).get_json()
+    page = client.get("/admin/stats")
+
+    assert body["revenue_by_plan"] == [{"plan": "pro", "currency": "usd", "amount_paid": 3800, "invoices": 2}]
+    assert b"38.00" in page.data
+    assert b'id="chart-revenue"' in page.data

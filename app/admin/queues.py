@@ -1,7 +1,8 @@
 """The RQ queues seen from the console: counts, workers, and failed jobs to requeue or delete.
 
 Failed jobs are read a page at a time with the registry's `get_job_ids(start, end)`, a ZRANGE on
-the registry's sorted set, so a page costs the same with ten failed jobs or a million.
+the registry's sorted set. ZRANGE is O(log N + M), so a page costs about the same with ten failed
+jobs or a million.
 """
 
 import logging

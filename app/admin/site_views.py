@@ -74,7 +74,9 @@ def site_stats():
         flash(problem.message, "error")
         days = stats.DEFAULT_DAYS
     data = stats.site_stats(days)
-    return render_template("admin/stats.html", data=data, figures=_figures(data["series"]), days=days)
+    return render_template(
+        "admin/stats.html", data=data, figures=_figures(data["series"], data["revenue_by_plan"]), days=days
+    )
 
 
 @bp.get("/audit")
@@ -174,7 +176,7 @@ def _record_queue_action(action, queue_name, job_id, details=None):
     db.session.commit()
 
 
-def _figures(series):
+def _figures(series, revenue):
     """Build the plotly figures (as JSON text for data-figure attributes) of the statistics page."""
     days = [row["day"] for row in series]
 
@@ -207,4 +209,22 @@ def _figures(series):
     }
     if series and series[0]["webhooks"] is not None:
         figures["webhooks"] = bar("Webhook deliveries per day", "deliveries", [row["webhooks"] for row in series])
+    if revenue:
+        figures["revenue"] = json.dumps(
+            {
+                "data": [
+                    {
+                        "type": "bar",
+                        "name": "paid",
+                        "x": [f"{row['plan']} ({row['currency'].upper()})" for row in revenue],
+                        "y": [row["amount_paid"] / 100 for row in revenue],
+                    }
+                ],
+                "layout": {
+                    "title": {"text": "Revenue by plan"},
+                    "height": 280,
+                    "margin": {"t": 40, "l": 40, "r": 10, "b": 40},
+                },
+            }
+        )
     return figures

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from app.analytics.models import NO_USER, HourlyCount
 from app.auth.models import User
+from app.billing.models import Invoice, Subscription
 from app.errors import ValidationError
 from app.extensions import db
 from app.orgs.models import Organization
@@ -84,7 +85,35 @@ def site_stats(days=DEFAULT_DAYS):
         "admins": db.session.scalar(db.select(sa.func.count()).where(User.is_admin.is_(True))),
         "organizations": db.session.scalar(db.select(sa.func.count()).select_from(Organization)),
     }
-    return {"days": days, "from": first_day.isoformat(), "to": today.isoformat(), "totals": totals, "series": series}
+    return {
+        "days": days,
+        "from": first_day.isoformat(),
+        "to": today.isoformat(),
+        "totals": totals,
+        "series": series,
+        "revenue_by_plan": revenue_by_plan(since),
+    }
+
+
+def revenue_by_plan(since):
+    """Sum the invoices paid since `since` by the plan of their subscription and by currency.
+
+    Amounts are in the currency's minor unit (cents), as Stripe sends them. An invoice whose
+    subscription is not known here is counted under the plan "unknown".
+    """
+    plan = sa.func.coalesce(Subscription.plan, "unknown")
+    rows = db.session.execute(
+        db.select(plan, Invoice.currency, sa.func.sum(Invoice.amount_paid), sa.func.count())
+        .select_from(Invoice)
+        .outerjoin(Subscription, Subscription.id == Invoice.subscription_id)
+        .where(Invoice.paid_at >= since)
+        .group_by(plan, Invoice.currency)
+        .order_by(plan, Invoice.currency)
+    ).all()
+    return [
+        {"plan": name, "currency": currency, "amount_paid": int(amount or 0), "invoices": count}
+        for name, currency, amount, count in rows
+    ]
 
 
 def _day(column):
