@@ -6,6 +6,7 @@ requests to 127.0.0.1; the jobs queued after each commit are dropped before it.
 
 import json
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +17,7 @@ from app.timeutil import utcnow
 from app.webhooks import outgoing
 from app.webhooks.models import OutgoingDelivery, WebhookEndpoint
 from app.webhooks.signatures import InvalidSignature, verify_timestamped
+from app.workflows.scheduler import Scheduler
 
 
 class Receiver:
@@ -260,3 +262,22 @@ def test_endpoint_page_shows_secret_once(app, client, admin, auth):
     assert b"whsec_" in created.data
     assert b"https://example.com/hooks" in page.data
     assert b"whsec_" not in page.data
+
+
+def test_scheduler_round_sends_due_retry(hook_app, client, admin, receiver_factory, wait_for_jobs):
+    receiver = receiver_factory([500])
+    register(client, admin, receiver.url)
+    [delivery_id] = emit(hook_app, admin["org_id"])
+    attempt(hook_app, delivery_id, utcnow() - timedelta(minutes=5))
+
+    Scheduler(hook_app).tick()
+    wait_for_jobs()
+    deadline = time.monotonic() + 60
+    while load(hook_app, OutgoingDelivery, delivery_id).attempts < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    # The embedded worker shares this app's allow-list and reaches the receiver; a full-mode
+    # worker process does not, and logs the blocked address. Either way one more attempt ran.
+    delivery = load(hook_app, OutgoingDelivery, delivery_id)
+    assert delivery.attempts == 2
+    assert len(delivery.log) == 2

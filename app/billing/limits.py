@@ -1,7 +1,7 @@
 """Plan limits: usage counted per organization and calendar month (UTC), checked where the work happens.
 
 Limits are enforced only where billing is set up (STRIPE_SECRET_KEY): a self-hosted server
-without Stripe offers no way to upgrade, so it counts usage but holds nobody to the Free plan.
+without Stripe offers no way to upgrade, so it counts usage but enforces no limit.
 Monthly metrics (events, workflow runs) are counters in `usage_counters`, raised in the same
 transaction as the work, so a rolled-back request counts nothing and the check costs one upsert
 instead of a COUNT(*) per batch. API calls are counted in Redis, which every API request touches

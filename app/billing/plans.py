@@ -41,5 +41,5 @@ def plan_for_price(price_id):
 
 
 def price_for(key, interval):
-    """The Stripe price id of a paid plan and interval; empty when it is not configured."""
+    """Return the Stripe price id of a paid plan and interval, or "" when it is not configured."""
     return get_plan(key)["prices"].get(interval, "") if key in all_plans() else ""

@@ -66,7 +66,7 @@ def get_account(org_id, create=False):
 
 
 def current_plan(org_id):
-    """The key of the plan whose limits apply to the organization ("free" without an account)."""
+    """Return the key of the plan whose limits apply to the organization ("free" without an account)."""
     plan = db.session.scalar(db.select(BillingAccount.plan).where(BillingAccount.org_id == org_id))
     return plan or "free"
 
@@ -103,6 +103,7 @@ def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
     """Create a Stripe Checkout session for a paid plan; return its URL. The caller commits."""
     require_owner(org.id, user.id)
     stripe = client()
+
     if plan_key not in ("pro", "team"):
         raise ValidationError(f"Unknown plan {plan_key!r}; choose pro or team.", {"plan": "use pro or team"})
     if interval not in ("monthly", "yearly"):
@@ -114,6 +115,7 @@ def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
             f"{interval.upper()}). Choose another or ask the operator.",
             {"interval": "no price configured"},
         )
+
     customer_id = ensure_customer(org)
     metadata = {"org_id": str(org.id), "plan": plan_key}
     session = call(
@@ -157,7 +159,7 @@ def _timestamp(value):
 
 
 def _org_for_customer(customer_id, metadata=None, reference=None):
-    """The organization of a Stripe customer; links an unknown customer through Floyo's own metadata."""
+    """Return the organization of a Stripe customer, linking an unknown one through Floyo's own metadata."""
     if customer_id:
         org_id = db.session.scalar(
             db.select(BillingAccount.org_id).where(BillingAccount.stripe_customer_id == customer_id)
@@ -307,7 +309,7 @@ def _update_account_plan(subscription):
 
 
 def _invoice_subscription_id(obj):
-    """The invoice's subscription id: `parent.subscription_details` in current API versions, else `subscription`."""
+    """Return the subscription id: `parent.subscription_details` in current API versions, else `subscription`."""
     details = (obj.get("parent") or {}).get("subscription_details") or {}
     value = details.get("subscription") or obj.get("subscription")
     if isinstance(value, dict):

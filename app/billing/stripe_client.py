@@ -21,7 +21,7 @@ def is_configured():
 
 
 def client():
-    """A StripeClient for this app; raises BillingNotConfigured without a secret key."""
+    """Build a StripeClient for this app; raise BillingNotConfigured without a secret key."""
     key = current_app.config.get("STRIPE_SECRET_KEY")
     if not key:
         raise BillingNotConfigured("Billing is not set up on this server: STRIPE_SECRET_KEY is empty.")

@@ -100,7 +100,7 @@ def delivery_json(delivery, with_body=False):
 
 
 def _history_scope():
-    """The organization to list: g.org_id for its owners and admins; None (all) for site admins asking ?all=1."""
+    """Return the organization to list: g.org_id for its owners and admins, None (all) for site admins with ?all=1."""
     if request.args.get("all") in ("1", "true"):
         if not g.user.is_admin:
             raise ApiError(403, "forbidden", "Only site admins can list the deliveries of all organizations.")

@@ -5,7 +5,7 @@ from app.extensions import db
 from app.timeutil import utcnow
 
 # received: stored, job not finished; processed: applied; ignored: authentic, of a type not handled;
-# failed: the handler raised, `error` says why, and a redelivery or a replay applies it again.
+# failed: the handler raised, `error` contains the reason, and a redelivery or a replay applies it again.
 DELIVERY_STATUSES = ("received", "processed", "ignored", "failed")
 
 

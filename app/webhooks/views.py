@@ -13,7 +13,7 @@ bp = Blueprint("webhooks", __name__)
 
 
 def _scope():
-    """The organization whose deliveries the user may see, or None for a site admin viewing all."""
+    """Return the id of the organization whose deliveries the user may see, or None for a site admin viewing all."""
     org = current_org()
     if current_user.is_admin and request.values.get("all") == "1":
         return None
@@ -40,7 +40,7 @@ def deliveries():
 @bp.get("/webhooks/<int:delivery_id>")
 @login_required
 def delivery(delivery_id):
-    """One delivery with its raw payload."""
+    """Show one delivery with its raw payload."""
     org_id = None if current_user.is_admin else _scope()
     found = service.get_delivery(delivery_id, org_id)
     return render_template("webhooks/delivery.html", delivery=found, body=found.body.decode("utf-8", "replace"))
@@ -68,7 +68,7 @@ def _org_admin():
 @bp.get("/webhooks/endpoints")
 @login_required
 def endpoints():
-    """The organization's outgoing endpoints, each with its latest deliveries."""
+    """List the organization's outgoing endpoints, each with its latest deliveries."""
     org = _org_admin()
     rows = outgoing.list_endpoints(org.id)
     deliveries = {endpoint.id: outgoing.list_deliveries(org.id, endpoint.id, limit=10) for endpoint in rows}
