@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 NAME_MAX_LENGTH = 255
 SORTS = {"name": File.name, "size": File.size, "created": File.created_at, "type": File.content_type}
 EXPORTS_FOLDER = "Exports"
+WORKFLOWS_FOLDER = "Workflows"
 
 
 class FileTooLarge(ServiceError):
@@ -338,3 +339,31 @@ def delete_folder(org_id, folder_id):
 def exports_folder(org_id):
     """Return the folder that export jobs leave their files in, creating it on first use."""
     return find_folder(org_id, EXPORTS_FOLDER) or create_folder(org_id, EXPORTS_FOLDER)
+
+
+def store_workflow_file(org_id, user_id, relative_path, stream):
+    """Store a file that a workflow step wrote as Workflows/<relative_path>; the caller commits.
+
+    Each folder of the path becomes a folder in the file manager. A file the workflows stored
+    before under the same path is replaced, as writing the path again replaced it on disk.
+    """
+    *folder_names, name = [part for part in relative_path.split("/") if part]
+    folder = find_folder(org_id, WORKFLOWS_FOLDER) or create_folder(org_id, WORKFLOWS_FOLDER)
+    for folder_name in folder_names:
+        folder = find_folder(org_id, clean_name(folder_name), folder.id) or create_folder(
+            org_id, folder_name, folder.id
+        )
+    previous = db.session.scalars(
+        select(File).where(
+            File.org_id == org_id,
+            File.folder_id == folder.id,
+            File.name == clean_name(name),
+            File.source == "workflow",
+            File.deleted_at.is_(None),
+        )
+    ).all()
+
+    stored = store_file(org_id, user_id, name, stream, folder_id=folder.id, source="workflow")
+    for old in previous:
+        delete_file(org_id, old)
+    return stored

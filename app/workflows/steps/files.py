@@ -55,7 +55,7 @@ def run_file(context):
             raise _failed(f"The content is larger than {MAX_WRITE_BYTES} bytes.")
         context.in_thread(lambda: _write(target, data))
         context.log(f"wrote {len(data)} bytes to {config['path']}")
-        return {"path": _relative(root, target), "size": len(data)}
+        return {"path": _relative(root, target), "size": len(data), "file_id": _publish(context, root, target)}
     if action == "copy":
         source = resolve_in_area(root, config["source"])
         target = resolve_in_area(root, config["destination"])
@@ -63,7 +63,11 @@ def run_file(context):
             raise _failed(f"The source file {config['source']!r} does not exist in the file area.")
         context.in_thread(lambda: _copy(source, target))
         context.log(f"copied {config['source']} to {config['destination']}")
-        return {"path": _relative(root, target), "size": target.stat().st_size}
+        return {
+            "path": _relative(root, target),
+            "size": target.stat().st_size,
+            "file_id": _publish(context, root, target),
+        }
     sources = [resolve_in_area(root, item) for item in config["sources"]]
     missing = [item for item, path in zip(config["sources"], sources, strict=True) if not path.exists()]
     if missing:
@@ -71,7 +75,29 @@ def run_file(context):
     target = resolve_in_area(root, config["destination"])
     count = context.in_thread(lambda: _zip(root, sources, target))
     context.log(f"zipped {count} files into {config['destination']}")
-    return {"path": _relative(root, target), "size": target.stat().st_size, "files": count}
+    return {
+        "path": _relative(root, target),
+        "size": target.stat().st_size,
+        "files": count,
+        "file_id": _publish(context, root, target),
+    }
+
+
+def _publish(context, root, target):
+    """Store a copy of the written file in the file manager, as Workflows/<path>; return its id.
+
+    The runner commits the copy with the step's attempt.
+    """
+    from app.errors import ServiceError
+    from app.files import service as files
+
+    try:
+        with target.open("rb") as stream:
+            stored = files.store_workflow_file(context.org_id, context.user_id, _relative(root, target), stream)
+    except ServiceError as error:
+        raise _failed(f"Storing {_relative(root, target)} in Files failed: {error.message}") from None
+    context.log(f"stored in Files as Workflows/{_relative(root, target)} (file {stored.id})")
+    return stored.id
 
 
 def _relative(root, path):
