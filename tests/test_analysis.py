@@ -647,3 +647,39 @@ def test_stale_running_state_is_taken_over(app, make_user):
 
         assert summary is not None
         assert db.session.get(AnalysisState, user["org_id"]).status == "succeeded"
+
+
+def test_run_of_a_dead_process_is_taken_over(app, make_user):
+    user = make_user()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_runner = f"{service.socket.gethostname()}:{finished.stdout.strip()}"
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    with app.app_context():
+        db.session.add(AnalysisState(org_id=user["org_id"], status="running", started_at=started, run_by=dead_runner))
+        db.session.commit()
+
+        shown = service.analysis_state(user["org_id"])
+        assert shown.status == "failed"
+        assert dead_runner in shown.error
+        db.session.rollback()
+
+        summary = service.run_analysis(user["org_id"])
+
+        assert summary is not None
+        state = db.session.get(AnalysisState, user["org_id"])
+        assert state.status == "succeeded"
+        assert state.run_by == service.RUNNER
+
+
+def test_run_of_a_live_process_is_left_alone(app, make_user):
+    user = make_user()
+    # The parent of this process (pytest's runner or a shell) is alive for the whole test.
+    live_runner = f"{service.socket.gethostname()}:{os.getppid()}"
+    with app.app_context():
+        db.session.add(
+            AnalysisState(org_id=user["org_id"], status="running", started_at=datetime.now(UTC), run_by=live_runner)
+        )
+        db.session.commit()
+
+        assert service.run_analysis(user["org_id"]) is None
+        assert db.session.get(AnalysisState, user["org_id"]).status == "running"

@@ -69,6 +69,9 @@ class AnalysisState(db.Model):
     requested_at = db.Column(UTCDateTime)
     started_at = db.Column(UTCDateTime)
     finished_at = db.Column(UTCDateTime)
+    # "host:pid" of the process running the analysis, so that a run whose process died can be taken
+    # over at once when the process was on this host, instead of after the job timeout.
+    run_by = db.Column(db.String(200))
     events_analyzed = db.Column(db.Integer, nullable=False, default=0)
     sessions_analyzed = db.Column(db.Integer, nullable=False, default=0)
     error = db.Column(db.Text)

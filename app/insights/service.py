@@ -5,6 +5,8 @@ another organization's pattern or suggestion raises NotFound like an unknown one
 """
 
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -28,10 +30,13 @@ logger = logging.getLogger(__name__)
 # Event rows fetched per round trip while loading an organization's events.
 LOAD_CHUNK_ROWS = 20_000
 # A run still marked running after the longest a job may take lost its worker; another may start.
-# NOTE: until then, runs requested meanwhile only leave a note that the dead run never reads, so
-# the next analysis starts with the first request after this time.
+# A run of a dead process on this host is taken over at once (see _expire_dead_run).
+# NOTE: when the dead worker was on another host, runs requested meanwhile only leave a note that
+# the dead run never reads, so the next analysis starts with the first request after this time.
 STALE_RUN_AFTER = timedelta(seconds=DEFAULT_JOB_TIMEOUT)
 LIST_STATUSES = (*SUGGESTION_STATUSES, "all")
+# Recorded as run_by on the state while this process runs an analysis.
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class InvalidQuery(ServiceError):
@@ -137,6 +142,8 @@ def run_analysis(org_id, settings=None):
 def _start_run(org_id, now):
     """Mark a run started and commit; return False, leaving a note for the running one, if another runs."""
     _ensure_state(org_id)
+    if _expire_dead_run(org_id, now):
+        db.session.commit()
     # A few rounds cover a run that finishes between the two updates below.
     for _ in range(3):
         claimed = db.session.execute(
@@ -149,7 +156,7 @@ def _start_run(org_id, now):
                     AnalysisState.started_at < now - STALE_RUN_AFTER,
                 ),
             )
-            .values(queued=False, status="running", started_at=now, finished_at=None, error=None)
+            .values(queued=False, status="running", started_at=now, finished_at=None, error=None, run_by=RUNNER)
         ).rowcount
         if claimed:
             db.session.commit()
@@ -164,6 +171,51 @@ def _start_run(org_id, now):
         db.session.commit()
         if noted:
             return False
+    return False
+
+
+def _expire_dead_run(org_id, now):
+    """Mark failed a run whose process, on this host, no longer exists; return True if one was.
+
+    A process that exits while a job runs on its thread (a CLI command in the embedded mode, say)
+    leaves the state running. Runs of other hosts are taken over only after STALE_RUN_AFTER.
+    """
+    row = db.session.execute(
+        db.select(AnalysisState.started_at, AnalysisState.run_by).where(
+            AnalysisState.org_id == org_id, AnalysisState.status == "running"
+        )
+    ).first()
+    if row is None or not _process_gone(row.run_by):
+        return False
+    expired = db.session.execute(
+        db.update(AnalysisState)
+        .where(
+            AnalysisState.org_id == org_id,
+            AnalysisState.status == "running",
+            AnalysisState.started_at == row.started_at,
+        )
+        .values(
+            status="failed",
+            finished_at=now,
+            error=f"The process that ran this analysis ({row.run_by}) stopped before it finished.",
+        )
+    ).rowcount
+    if expired:
+        logger.warning("analysis process gone org_id=%s run_by=%s", org_id, row.run_by)
+    return bool(expired)
+
+
+def _process_gone(run_by):
+    """Return True if run_by names a process of this host that no longer exists."""
+    host, _, pid = (run_by or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # It exists, under another user.
     return False
 
 
@@ -330,8 +382,14 @@ def _owner_email(org_id):
 
 
 def analysis_state(org_id):
-    """Return the organization's AnalysisState, or an unsaved one with status "never"."""
+    """Return the organization's AnalysisState, or an unsaved one with status "never".
+
+    A run whose process on this host died shows as failed; the caller's commit keeps that.
+    """
+    expired = _expire_dead_run(org_id, utcnow())
     state = db.session.get(AnalysisState, org_id)
+    if state is not None and expired:
+        db.session.refresh(state)
     if state is None:
         return AnalysisState(org_id=org_id, queued=False, status="never", events_analyzed=0, sessions_analyzed=0)
     return state
