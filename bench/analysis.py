@@ -24,6 +24,7 @@ the times and the ratios (their time / ours; the target is at least 1).
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -270,6 +271,7 @@ def run_on_database(rows, args):
         db.engine.dispose()
     if postgres:
         _drop_postgres_database(url)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create_users(count):
