@@ -7,8 +7,31 @@ from app.auth import service as auth_service
 from app.errors import ServiceError
 from app.extensions import db
 from app.orgs.service import personal_org
+from app.queue import get_queues
+
+EMBEDDED_JOBS_TIMEOUT_SECONDS = 1800
 
 floyo = AppGroup("floyo", help="Floyo administration commands.")
+
+
+@floyo.result_callback()
+def finish_embedded_jobs(*_args, **_kwargs):
+    """Run the jobs a command enqueued before its process exits, in the embedded mode.
+
+    Without REDIS_URL the queue lives inside this process: an import's analysis job would be lost
+    when the command returns, so the command waits for it here.
+    """
+    from flask import current_app
+
+    queues = get_queues(current_app)
+    if not queues.embedded or not queues.worker_started:
+        return
+    click.echo("Waiting for background jobs (such as the analysis) to finish...")
+    if not queues.wait_until_idle(timeout=EMBEDDED_JOBS_TIMEOUT_SECONDS):
+        raise click.ClickException(
+            f"Background jobs did not finish within {EMBEDDED_JOBS_TIMEOUT_SECONDS} seconds; "
+            "run 'flask floyo analyze' to analyse the events."
+        )
 
 
 def _user_or_exit(email):

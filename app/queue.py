@@ -65,6 +65,10 @@ class JobQueues:
             for service in self.embedded_services:
                 service.start()
 
+    @property
+    def worker_started(self):
+        return self._worker_thread is not None
+
     def stop_embedded_worker(self):
         for service in self.embedded_services:
             service.stop()
