@@ -11,6 +11,7 @@ The database named in the URL is dropped and created again.
 """
 
 import argparse
+import itertools
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -164,6 +166,13 @@ def timed_get(session, url):
     return elapsed
 
 
+def shifted_range(days, shift, path=None):
+    """Return the URL of a custom range of `days` days that ends `shift` days before today (UTC)."""
+    end = datetime.now(UTC).date() - timedelta(days=shift)
+    url = f"/analytics?from={end - timedelta(days=days - 1)}&to={end}"
+    return f"{url}&path={path}" if path else url
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True, help="PostgreSQL URL; this database is dropped and created.")
@@ -209,13 +218,18 @@ def main():
         session.post(f"{base}/signin", data={"email": EMAIL, "password": PASSWORD, "csrf_token": token}, timeout=10)
         anonymous = requests.Session()
 
+        # Each request of a "cache miss" page asks for a range no request asked for before, so its
+        # figures are computed from the rollups; the others repeat a URL and read the cache.
+        shifts = itertools.count(1)
         pages = {
-            "analytics, last 30 days": "/analytics",
-            "analytics, last 90 days": "/analytics?range=90",
-            "analytics, 90 days, path prefix": "/analytics?range=90&path=src/module_1",
+            "analytics, last 30 days": lambda: "/analytics",
+            "analytics, last 90 days": lambda: "/analytics?range=90",
+            "analytics, 90 days, path prefix": lambda: "/analytics?range=90&path=src/module_1",
+            "analytics, 30 days, cache miss": lambda: shifted_range(30, next(shifts)),
+            "analytics, 90 days, path prefix, cache miss": lambda: shifted_range(90, next(shifts), "src/module_1"),
         }
         for url in pages.values():
-            timed_get(session, base + url)
+            timed_get(session, base + url())
         for _ in range(10):
             timed_get(anonymous, base + "/signin")
 
@@ -224,7 +238,7 @@ def main():
         for _ in range(arguments.requests):
             samples["sign-in"].append(timed_get(anonymous, base + "/signin"))
             for name, url in pages.items():
-                samples[name].append(timed_get(session, base + url))
+                samples[name].append(timed_get(session, base + url()))
     finally:
         server.terminate()
         server.wait(timeout=30)
