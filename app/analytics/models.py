@@ -1,8 +1,8 @@
 """Rollups of usage events: what the analytics pages read instead of the raw events.
 
 Counts are kept per UTC hour, so that a day or a week in any time zone with a whole-hour offset is
-a sum of whole buckets. The ingest path adds each stored batch to them (`service.record_events`),
-and `service.rebuild_rollups` recomputes them from the raw events.
+a sum of whole buckets. `insert_events` adds each stored batch to them (`rollups.record_events`),
+and `rollups.rebuild_rollups` (`flask floyo rebuild-rollups`) recomputes them from the raw events.
 """
 
 from app.db_types import UTCDateTime
@@ -66,9 +66,9 @@ class ActivitySession(db.Model):
 class AnalyticsState(db.Model):
     """Per organization: how many events the rollups hold, and when they were last rebuilt.
 
-    Recording a batch updates this row before it merges sessions, so the session merging of one
-    organization's batches runs one transaction at a time (the row lock serialises them) and sees
-    every batch. The counts are upserts that add atomically and need no lock.
+    Recording a batch updates this row before it merges sessions. The row lock makes the session
+    merges of one organization's batches run one transaction at a time, each after the last has
+    committed. The counts are upserts that add atomically and need no lock.
     """
 
     __tablename__ = "analytics_states"
