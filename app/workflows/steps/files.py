@@ -95,6 +95,8 @@ def _publish(context, root, target):
         with target.open("rb") as stream:
             stored = files.store_workflow_file(context.org_id, context.user_id, _relative(root, target), stream)
     except ServiceError as error:
+        # NOTE: nothing rolls the session back here, so bytes that store_file saved before it
+        # raised (over the plan's storage limit, say) stay in storage without a row.
         raise _failed(f"Storing {_relative(root, target)} in Files failed: {error.message}") from None
     context.log(f"stored in Files as Workflows/{_relative(root, target)} (file {stored.id})")
     return stored.id
