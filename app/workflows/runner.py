@@ -20,6 +20,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.timeutil import isoformat, utcnow
+from app.webhooks import outgoing
 from app.workflows.expressions import ExpressionError, render
 from app.workflows.models import StepAttempt, WorkflowRun, WorkflowVersion
 from app.workflows.schemas import SENDING_STEP_TYPES
@@ -412,6 +413,9 @@ class Engine:
         )
         db.session.flush()
         final = db.session.connection().execute(statement).scalar()
+        if final is not None:
+            # The outgoing webhooks of the run's end commit with it and are sent after the commit.
+            outgoing.emit(self.run.org_id, f"workflow_run.{final}", outgoing.run_payload(self.run, final))
         status = final or status
         self._commit()
         self.status = status
