@@ -493,7 +493,7 @@ def test_cli_rejects_bad_arguments(app, member, args, message):
     assert message in result.output
 
 
-def test_api_batch_feeds_analytics(client, member, make_api_key, auth):
+def test_api_batch_feeds_analytics(client, member, make_api_key, auth, wait_for_jobs):
     key = make_api_key(member)
     headers = {"Authorization": f"Bearer {key}"}
     batch = [
@@ -505,6 +505,8 @@ def test_api_batch_feeds_analytics(client, member, make_api_key, auth):
     # A resend of an event with the same event_id is a duplicate and must not be counted twice.
     client.post("/api/v1/events", json={**batch[0], "event_id": "once"}, headers=headers)
     client.post("/api/v1/events", json={**batch[0], "event_id": "once"}, headers=headers)
+    # A job adds stored batches to the rollups after the ingest commits.
+    wait_for_jobs()
     params = {"from": "2025-03-04", "to": "2025-03-05"}
 
     dashboard = client.get("/api/v1/analytics/dashboard", query_string=params, headers=headers).get_json()

@@ -21,6 +21,15 @@ EXPORT_JOB_PREFIX = "analytics-export"
 
 
 @job
+def apply_pending_rollups_job(org_id):
+    """Add the organization's newly stored events to its rollups."""
+    from app.analytics.rollups import apply_pending
+
+    added = apply_pending(org_id)
+    logger.info("analytics rollups updated org_id=%s events=%s", org_id, added)
+
+
+@job
 def rebuild_rollups_job(org_id):
     """Recompute the organization's rollups and sessions from its raw events."""
     from app.analytics.rollups import rebuild_rollups

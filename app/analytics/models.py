@@ -1,12 +1,14 @@
 """Rollups of usage events: what the analytics pages read instead of the raw events.
 
 Counts are kept per UTC hour, so that a day or a week in any time zone with a whole-hour offset is
-a sum of whole buckets. `insert_events` adds each stored batch to them (`rollups.record_events`),
-and `rollups.rebuild_rollups` (`flask floyo rebuild-rollups`) recomputes them from the raw events.
+a sum of whole buckets. `insert_events` queues each stored batch (`rollups.queue_batch`), a job adds
+it to them soon after (`rollups.apply_pending`), and `rollups.rebuild_rollups`
+(`flask floyo rebuild-rollups`) recomputes them from the raw events.
 """
 
-from app.db_types import UTCDateTime
+from app.db_types import JSONDocument, UTCDateTime
 from app.extensions import db
+from app.timeutil import utcnow
 
 # Events without a user (the user was deleted, or a key without one) are counted under user 0.
 NO_USER = 0
@@ -76,3 +78,19 @@ class AnalyticsState(db.Model):
     org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
     events_recorded = db.Column(db.BigInteger, nullable=False, default=0)
     rebuilt_at = db.Column(UTCDateTime)
+
+
+class PendingRollup(db.Model):
+    """Ids of one stored batch of events, waiting to be added to the rollups by a job.
+
+    Ingest writes one such row in its own transaction instead of updating the shared rollup rows,
+    which would make concurrent batches of one organization wait on each other's row locks. The
+    job adds the batch and deletes the row in one transaction, so each batch is counted once.
+    """
+
+    __tablename__ = "analytics_pending_rollups"
+
+    id = db.Column(db.BigInteger().with_variant(db.Integer(), "sqlite"), primary_key=True)
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True)
+    event_ids = db.Column(JSONDocument, nullable=False)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)

@@ -6,13 +6,22 @@ import posixpath
 from collections import Counter, defaultdict
 from datetime import UTC, timedelta
 
+import redis
 from flask import current_app
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.analytics.models import NO_USER, ActivitySession, AnalyticsState, HourlyCount, PathHourlyCount
+from app.analytics.models import (
+    NO_USER,
+    ActivitySession,
+    AnalyticsState,
+    HourlyCount,
+    PathHourlyCount,
+    PendingRollup,
+)
 from app.events.models import Event
 from app.extensions import db
+from app.queue import enqueue_after_commit, get_queues
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -21,6 +30,66 @@ REBUILD_BATCH_EVENTS = 5000
 EXT_MAX_LENGTH = 32
 # Session values per lookup: far below the bound-parameter limits of SQLite and PostgreSQL.
 SESSION_LOOKUP_CHUNK = 500
+# Pending batches one transaction of the rollup job adds: up to about 50,000 events.
+PENDING_BATCHES_PER_TRANSACTION = 50
+# While this Redis key exists a rollup job for the organization is queued, so ingest adds none.
+QUEUED_KEY = "floyo:rollups-queued:{org_id}"
+QUEUED_KEY_SECONDS = 600
+EVENT_COLUMNS = (Event.id, Event.user_id, Event.type, Event.tool, Event.path, Event.occurred_at, Event.session)
+
+
+def queue_batch(org_id, event_ids):
+    """Queue stored events for the rollups, in the caller's transaction; a job adds them after commit.
+
+    One small row per batch keeps ingest free of the rollup rows' locks. The job is enqueued only
+    when none is queued for the organization, so a stream of batches starts one job at a time.
+    """
+    if not event_ids:
+        return
+    db.session.add(PendingRollup(org_id=org_id, event_ids=list(event_ids)))
+
+    from app.analytics.jobs import apply_pending_rollups_job
+
+    try:
+        first = get_queues().connection.set(QUEUED_KEY.format(org_id=org_id), 1, nx=True, ex=QUEUED_KEY_SECONDS)
+    except redis.RedisError:
+        logger.exception("rollup job flag failed org_id=%s; enqueueing anyway", org_id)
+        first = True
+    if first:
+        enqueue_after_commit(apply_pending_rollups_job, org_id)
+
+
+def apply_pending(org_id):
+    """Add the organization's pending batches to the rollups, committing every few batches.
+
+    Returns the number of events added. On PostgreSQL the pending rows are locked with SKIP
+    LOCKED, so two jobs for one organization never add the same batch.
+    """
+    try:
+        get_queues().connection.delete(QUEUED_KEY.format(org_id=org_id))
+    except redis.RedisError:
+        logger.exception("rollup job flag could not be cleared org_id=%s", org_id)
+    added = 0
+    while True:
+        pending = db.session.scalars(
+            select(PendingRollup)
+            .where(PendingRollup.org_id == org_id)
+            .order_by(PendingRollup.id)
+            .limit(PENDING_BATCHES_PER_TRANSACTION)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not pending:
+            return added
+        event_ids = sorted({event_id for batch in pending for event_id in batch.event_ids})
+        events = []
+        for start in range(0, len(event_ids), REBUILD_BATCH_EVENTS):
+            chunk = event_ids[start : start + REBUILD_BATCH_EVENTS]
+            statement = select(*EVENT_COLUMNS).where(Event.org_id == org_id, Event.id.in_(chunk))
+            events.extend(row._asdict() for row in db.session.execute(statement))
+        record_events(org_id, events)
+        db.session.execute(delete(PendingRollup).where(PendingRollup.id.in_([batch.id for batch in pending])))
+        db.session.commit()
+        added += len(events)
 
 
 def extension_of(path):
@@ -233,7 +302,8 @@ def rebuild_rollups(org_id, batch_size=REBUILD_BATCH_EVENTS):
     locked first, so ingest for the organization waits until the rebuild commits.
     """
     _lock_state(org_id, 0)
-    for model in (HourlyCount, PathHourlyCount, ActivitySession):
+    # The rebuild counts every stored event, including those of batches still waiting for the job.
+    for model in (HourlyCount, PathHourlyCount, ActivitySession, PendingRollup):
         db.session.execute(delete(model).where(model.org_id == org_id))
     db.session.execute(
         update(AnalyticsState).where(AnalyticsState.org_id == org_id).values(events_recorded=0, rebuilt_at=utcnow())
@@ -243,10 +313,7 @@ def rebuild_rollups(org_id, batch_size=REBUILD_BATCH_EVENTS):
     total = 0
     while True:
         statement = (
-            select(Event.id, Event.user_id, Event.type, Event.tool, Event.path, Event.occurred_at, Event.session)
-            .where(Event.org_id == org_id)
-            .order_by(Event.occurred_at, Event.id)
-            .limit(batch_size)
+            select(*EVENT_COLUMNS).where(Event.org_id == org_id).order_by(Event.occurred_at, Event.id).limit(batch_size)
         )
         if position is not None:
             statement = statement.where(tuple_(Event.occurred_at, Event.id) > position)

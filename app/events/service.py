@@ -10,7 +10,7 @@ import logging
 import psycopg
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.analytics.rollups import record_events
+from app.analytics.rollups import queue_batch
 from app.billing.limits import record_usage
 from app.errors import NotFound, ServiceError
 from app.events.models import EVENT_TYPES, SOURCES, Event
@@ -82,8 +82,8 @@ def insert_events(org_id, user_id, source, events):
         raise RuntimeError(f"events of org {org_id} were neither stored nor found as duplicates")
     for index, first in repeats:
         results[index] = ("duplicate", results[first][1])
-    # The analytics rollups change in this transaction, so they count exactly the events stored.
-    record_events(org_id, [{**event, "user_id": user_id} for index, event in rows if results[index][0] == "accepted"])
+    # Queued in this transaction, so the rollups count exactly the events stored, once.
+    queue_batch(org_id, [results[index][1] for index, _ in rows if results[index][0] == "accepted"])
 
     accepted = sum(1 for status, _ in results if status == "accepted")
     # Raises LimitExceeded past the plan's monthly events, and the caller's rollback drops the batch.
