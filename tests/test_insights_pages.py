@@ -166,3 +166,10 @@ def test_htmx_dashboard_section_needs_signin(app):
 
     assert response.status_code == 200
     assert re.match(r"^/signin\?next=", response.headers["HX-Redirect"])
+
+
+def test_suggestion_list_names_kind(client, analysed_user):
+    page = client.get("/suggestions").get_data(as_text=True)
+
+    assert "Files used together" in page
+    assert "co_used" not in page

@@ -20,6 +20,12 @@ PAGE_SIZE = 25
 DASHBOARD_SECTIONS = ("activity", "recent-events", "patterns", "suggestions")
 
 
+@bp.app_context_processor
+def pattern_kind_titles():
+    """Every page that shows a pattern or suggestion names its kind the same way."""
+    return {"kind_titles": KIND_TITLES}
+
+
 def _org_id():
     org = current_org()
     if org is None:
@@ -60,7 +66,7 @@ def _section_context(section, org_id):
     if section == "patterns":
         strongest = service.strongest_patterns(org_id, per_kind=3)
         ordered = {kind: strongest[kind] for kind in KIND_TITLES if strongest.get(kind)}
-        return {"strongest": ordered, "kind_titles": KIND_TITLES}
+        return {"strongest": ordered}
     return {"suggestions": service.top_suggestions(org_id, limit=5), "next": url_for("insights.dashboard")}
 
 
@@ -90,7 +96,6 @@ def patterns():
         "patterns": found,
         "kind": kind,
         "kinds": PATTERN_KINDS,
-        "kind_titles": KIND_TITLES,
         "counts": service.pattern_counts(org_id),
         "error": error,
         "next_url": older_url,
@@ -108,7 +113,7 @@ def pattern(pattern_id):
     org_id = _org_id()
     found = service.get_pattern(org_id, pattern_id)
     suggestion = service.suggestion_for_pattern(org_id, pattern_id)
-    return render_template("insights/pattern.html", pattern=found, suggestion=suggestion, kind_titles=KIND_TITLES)
+    return render_template("insights/pattern.html", pattern=found, suggestion=suggestion)
 
 
 @bp.get("/suggestions")
@@ -147,7 +152,7 @@ def suggestion(suggestion_id):
     """A suggestion with its evidence, sample code and workflow draft."""
     org_id = _org_id()
     found = service.get_suggestion(org_id, suggestion_id)
-    return render_template("insights/suggestion.html", suggestion=found, kind_titles=KIND_TITLES)
+    return render_template("insights/suggestion.html", suggestion=found)
 
 
 @bp.post("/suggestions/<int:suggestion_id>/accept")
