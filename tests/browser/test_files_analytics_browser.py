@@ -72,7 +72,7 @@ def test_upload_rename_download_trash_restore(page, make_user):
     expect(page.locator("#file-listing")).to_contain_text("gamma.txt")
 
 
-def test_analytics_range_changes_charts(page, make_user, make_api_key):
+def test_analytics_range_changes_charts(page, make_user, make_api_key, wait_for_jobs):
     user = make_user()
     key = make_api_key(user)
     now = utcnow()
@@ -85,6 +85,8 @@ def test_analytics_range_changes_charts(page, make_user, make_api_key):
         "/api/v1/events/batch", data={"events": events}, headers={"Authorization": f"Bearer {key}"}
     )
     assert stored.status == 200
+    # A job adds the stored batch to the rollups that the page reads.
+    wait_for_jobs()
     sign_in(page, user)
 
     page.goto("/analytics?tz=UTC")
