@@ -99,8 +99,8 @@ class JobQueues:
             in_flight = self.connection.llen(queue.intermediate_queue_key)
             if queue.count or in_flight or queue.started_job_registry.count:
                 return False
-        # A worker of several queues pops a job with BLPOP, which uses no intermediate list, and the
-        # job reaches the started registry only later; until then its status is still "queued".
+        # A worker of several queues pops a job with BLPOP, which uses no intermediate list. The job
+        # reaches the started registry only later, and until then its status is still "queued".
         for key in self.connection.scan_iter(match="rq:job:*", count=1000):
             if key.count(b":") == 2 and self.connection.hget(key, "status") == b"queued":
                 return False

@@ -22,7 +22,7 @@ DASHBOARD_SECTIONS = ("activity", "recent-events", "patterns", "suggestions")
 
 @bp.app_context_processor
 def pattern_kind_titles():
-    """Every page that shows a pattern or suggestion names its kind the same way."""
+    """Give every page the same heading for each pattern kind."""
     return {"kind_titles": KIND_TITLES}
 
 
@@ -45,14 +45,14 @@ def dashboard():
 @bp.get("/dashboard/<section>")
 @login_required
 def dashboard_section(section):
-    """One dashboard section as a fragment, for HTMX to refresh in place."""
+    """Render one dashboard section as a fragment, for HTMX to refresh in place."""
     if section not in DASHBOARD_SECTIONS:
         abort(404)
     context = _section_context(section, _org_id())
 
     response = make_response(render_template(f"insights/_{section.replace('-', '_')}.html", **context))
-    # Only a pending analysis makes the activity section poll, so an answer without one means it
-    # has just ended: the other sections reload on this event.
+    # Only a pending analysis makes the activity section poll. A response without one means the
+    # analysis has just ended, so the other sections reload on this event.
     if section == "activity" and not context["summary"]["analysis_pending"]:
         hx_trigger(response, "analysis-finished")
     return response
@@ -109,7 +109,7 @@ def patterns():
 @bp.get("/patterns/<int:pattern_id>")
 @login_required
 def pattern(pattern_id):
-    """One pattern with all its numbers, and its suggestion if it has one."""
+    """Show one pattern with all its numbers, and its suggestion if it has one."""
     org_id = _org_id()
     found = service.get_pattern(org_id, pattern_id)
     suggestion = service.suggestion_for_pattern(org_id, pattern_id)
@@ -149,7 +149,7 @@ def suggestions():
 @bp.get("/suggestions/<int:suggestion_id>")
 @login_required
 def suggestion(suggestion_id):
-    """A suggestion with its evidence, sample code and workflow draft."""
+    """Show a suggestion with its evidence, sample code and workflow draft."""
     org_id = _org_id()
     found = service.get_suggestion(org_id, suggestion_id)
     return render_template("insights/suggestion.html", suggestion=found)
