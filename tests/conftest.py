@@ -109,7 +109,7 @@ def app(tmp_path, full_mode_services):
         }
     else:
         settings = {"INSTANCE_PATH": str(tmp_path / "instance"), "REDIS_URL": ""}
-    settings.update({"TESTING": True, "SECRET_KEY": "test-secret", "WTF_CSRF_ENABLED": False})
+    settings.update({"TESTING": True, "SECRET_KEY": "test-secret", "WTF_CSRF_ENABLED": False, "MAIL_BACKEND": "memory"})
     app = create_app(settings)
 
     with app.app_context():

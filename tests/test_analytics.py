@@ -523,9 +523,11 @@ def test_api_batch_feeds_analytics(client, member, make_api_key, auth, wait_for_
     assert '<td class="path">docs/a.md</td><td>2</td>' in page
 
 
-def test_git_import_feeds_analytics(app, client, member, make_api_key, shared_data):
+def test_git_import_feeds_analytics(app, client, member, make_api_key, shared_data, wait_for_jobs):
     log_path = shared_data / "flask-gitlog.txt"
     result = app.test_cli_runner().invoke(args=["floyo", "import-git", str(log_path), "--email", member["email"]])
+    # With real workers the command returns before the rollup job has added the events.
+    wait_for_jobs()
     with app.app_context():
         first, last, total = db.session.execute(
             db.select(db.func.min(Event.occurred_at), db.func.max(Event.occurred_at), db.func.count(Event.id)).where(
