@@ -16,6 +16,11 @@ class ValidationError(ServiceError):
     code = "validation_error"
 
 
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"
