@@ -54,7 +54,7 @@ def import_upload():
     db.session.commit()
     logger.info("git import queued import_id=%s org_id=%s commits=%s", git_import.id, org_id, git_import.total_commits)
     commits = git_import.total_commits
-    flash(f"Importing {commits:,} commit{'' if commits == 1 else 's'} from {git_import.filename}.", "success")
+    flash(f"Import of {commits:,} commit{'' if commits == 1 else 's'} from {git_import.filename} started.", "success")
     return redirect(url_for("events.import_status", import_id=git_import.id))
 
 
