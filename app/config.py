@@ -85,6 +85,20 @@ def load_config(instance_path):
         "GIT_IMPORT_MAX_BYTES": _int("GIT_IMPORT_MAX_BYTES", 16 * 1024 * 1024),
         "SIGNIN_RATE_LIMIT": _int("SIGNIN_RATE_LIMIT", 10),
         "SIGNIN_RATE_WINDOW_SECONDS": _int("SIGNIN_RATE_WINDOW_SECONDS", 300),
+        # Accounts created per client address in each window.
+        "SIGNUP_RATE_LIMIT": _int("SIGNUP_RATE_LIMIT", 5),
+        "SIGNUP_RATE_WINDOW_SECONDS": _int("SIGNUP_RATE_WINDOW_SECONDS", 3600),
+        # Hours a verification link or an email-change confirmation link stays valid.
+        "EMAIL_VERIFICATION_TTL_HOURS": _int("EMAIL_VERIFICATION_TTL_HOURS", 48),
+        # Verification emails a signed-in user may have resent in each window.
+        "VERIFICATION_RESEND_RATE_LIMIT": _int("VERIFICATION_RESEND_RATE_LIMIT", 3),
+        "VERIFICATION_RESEND_RATE_WINDOW_SECONDS": _int("VERIFICATION_RESEND_RATE_WINDOW_SECONDS", 3600),
+        # Minutes a password reset link stays valid.
+        "PASSWORD_RESET_TTL_MINUTES": _int("PASSWORD_RESET_TTL_MINUTES", 60),
+        # Reset requests allowed per email, and per client address, in each window.
+        "PASSWORD_RESET_RATE_LIMIT": _int("PASSWORD_RESET_RATE_LIMIT", 3),
+        "PASSWORD_RESET_ADDRESS_RATE_LIMIT": _int("PASSWORD_RESET_ADDRESS_RATE_LIMIT", 20),
+        "PASSWORD_RESET_RATE_WINDOW_SECONDS": _int("PASSWORD_RESET_RATE_WINDOW_SECONDS", 3600),
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

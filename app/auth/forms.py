@@ -22,3 +22,32 @@ class ApiKeyForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """A form with only the CSRF token, for buttons that post."""
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
+    confirm = PasswordField(
+        "Repeat new password", validators=[EqualTo("password", message="The passwords do not match.")]
+    )
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired()])
+    password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
+    confirm = PasswordField(
+        "Repeat new password", validators=[EqualTo("password", message="The passwords do not match.")]
+    )
+
+
+class ChangeEmailForm(FlaskForm):
+    email = EmailField("New email", validators=[DataRequired(), Length(max=254)])
+    current_password = PasswordField("Current password", validators=[DataRequired()])
+
+
+class DeleteAccountForm(FlaskForm):
+    confirm_email = EmailField("Type your email to confirm", validators=[DataRequired(), Length(max=254)])
+    current_password = PasswordField("Current password", validators=[DataRequired()])

@@ -1,4 +1,4 @@
-"""Users, their server-side sessions and their API keys."""
+"""Users, their server-side sessions, their API keys and the single-use tokens of account emails."""
 
 from flask_login import UserMixin
 
@@ -17,6 +17,8 @@ class User(UserMixin, db.Model):
     is_admin = db.Column(db.Boolean, nullable=False, default=False)
     active = db.Column(db.Boolean, nullable=False, default=True)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    # Set when the user opens a link sent to `email` (a verification link or an email-change confirmation).
+    email_verified_at = db.Column(UTCDateTime)
 
     memberships = db.relationship("Membership", back_populates="user", cascade="all, delete-orphan")
 
@@ -71,3 +73,24 @@ class ApiKey(db.Model):
     @property
     def is_revoked(self):
         return self.revoked_at is not None
+
+
+class AccountToken(db.Model):
+    """A single-use token sent by email: verify an address, reset the password or confirm a new email.
+
+    Only the SHA-256 hash of the token is stored. `email` is the address the link was sent to,
+    which for an email change is the new address.
+    """
+
+    __tablename__ = "account_tokens"
+
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    purpose = db.Column(db.String(32), nullable=False)
+    token_hash = db.Column(db.String(64), nullable=False, unique=True)
+    email = db.Column(db.String(254), nullable=False)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at = db.Column(UTCDateTime, nullable=False)
+    used_at = db.Column(UTCDateTime)
+
+    user = db.relationship("User")

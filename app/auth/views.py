@@ -1,4 +1,8 @@
-"""Sign-up, sign-in, sign-out and the settings page (sessions and API keys)."""
+"""Sign-up, sign-in, sign-out and the settings page (sessions and API keys).
+
+The account lifecycle pages (verification, password reset and change, email change, deletion)
+are in `app.auth.account`, imported at the end of this module to register them on `bp`.
+"""
 
 import logging
 from urllib.parse import urlsplit
@@ -6,6 +10,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
+from app.admin.service import record
 from app.auth import service
 from app.auth.forms import ApiKeyForm, EmptyForm, SignInForm, SignUpForm
 from app.errors import ServiceError
@@ -78,6 +83,12 @@ def signup():
         return redirect(url_for("insights.dashboard"))
     form = SignUpForm()
     if form.validate_on_submit():
+        enforce(
+            f"signup:ip:{_client_address()}",
+            current_app.config["SIGNUP_RATE_LIMIT"],
+            current_app.config["SIGNUP_RATE_WINDOW_SECONDS"],
+            "Too many sign-ups from this address.",
+        )
         try:
             user = service.create_user(form.email.data, form.password.data, name=form.name.data or "")
             service.start_session(user, request.user_agent.string, _client_address())
@@ -91,6 +102,8 @@ def signup():
         else:
             login_user(user)
             flash("Welcome to Floyo. Import a git history or start the agent to see your patterns.", "success")
+            if not account.send_verification(user):
+                flash("The verification email could not be sent. Use the resend button to try again.", "error")
             return redirect(url_for("insights.dashboard"))
     return render_template("auth/signup.html", form=form), 200 if request.method == "GET" else 422
 
@@ -185,6 +198,13 @@ def revoke_api_key(key_id):
 def revoke_session(session_id):
     """Sign out one browser session of the user."""
     service.revoke_session(current_user, session_id)
+    record(
+        "auth.session_revoked",
+        actor=current_user,
+        target_type="user_session",
+        target_id=session_id,
+        ip_address=_client_address(),
+    )
     db.session.commit()
     flash("Session signed out.", "success")
     return hx_redirect(url_for("auth.settings"))
@@ -195,6 +215,18 @@ def revoke_session(session_id):
 def revoke_other_sessions():
     """Sign out every other browser session of the user."""
     count = service.revoke_other_sessions(current_user, current_user.user_session.id)
+    record(
+        "auth.session_revoked",
+        actor=current_user,
+        target_type="user",
+        target_id=current_user.id,
+        details={"other_sessions": count},
+        ip_address=_client_address(),
+    )
     db.session.commit()
     flash(f"Signed out {count} other session{'s' if count != 1 else ''}.", "success")
     return hx_redirect(url_for("auth.settings"))
+
+
+# Imported last: the account module registers its routes on `bp`, defined above.
+from app.auth import account  # noqa: E402
