@@ -1,7 +1,7 @@
 """Account pages on the `auth` blueprint: email verification, password reset and change, email change, deletion.
 
-Verification gates nothing for now: an unverified user can use every page and sees a banner that
-offers to resend the link.
+Verification gates nothing for now: an unverified user can use every page, and each page shows a banner
+with a button that resends the link.
 """
 
 import logging
@@ -103,7 +103,7 @@ def _same_site(url):
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
 def forgot_password():
-    """Email a reset link. The answer is the same whether or not an account has the email."""
+    """Email a reset link. The response is the same whether or not an account has the email."""
     form = ForgotPasswordForm()
     if not form.validate_on_submit():
         status = 200 if request.method == "GET" else 422
@@ -119,7 +119,7 @@ def forgot_password():
     lifetime = timedelta(minutes=_reset_minutes())
     user, raw = account_service.request_password_reset(email, lifetime, _client_address())
     db.session.commit()
-    # NOTE: the email is sent inside the request, so a slow SMTP server makes the answer for an
+    # NOTE: the email is sent inside the request, so a slow SMTP server makes the response for an
     # existing account measurably slower than for an unknown one.
     if raw is not None:
         link = url_for("auth.reset_password", token=raw, _external=True)

@@ -1,7 +1,7 @@
 """The account lifecycle: email verification, password reset and change, email change, deletion.
 
-Links sent by email carry a random token; the `account_tokens` table keeps only its SHA-256 hash,
-with the purpose, the address it was sent to, an expiry and the time it was used. Nothing here
+Links sent by email carry a random token. The `account_tokens` table stores only its SHA-256 hash,
+with the purpose, the address the link was sent to, an expiry and the time it was used. Nothing here
 commits: the caller commits, then sends the email, so a link never points at an unsaved token.
 """
 
@@ -184,8 +184,8 @@ def _check_new_email(user, new_email):
         raise ValidationError("Enter a valid email address, such as ada@example.com.", {"email": "invalid"})
     if new_email == user.email:
         raise ValidationError("This is already the email of your account.", {"email": "unchanged"})
-    taken = db.session.scalar(db.select(User.id).where(User.email == new_email, User.id != user.id))
-    if taken is not None:
+    existing_user_id = db.session.scalar(db.select(User.id).where(User.email == new_email, User.id != user.id))
+    if existing_user_id is not None:
         raise Conflict("Another account uses this email. Choose another address.", {"email": "already registered"})
 
 
@@ -271,8 +271,8 @@ def delete_account(user, confirm_email, current_password, ip_address=""):
     )
     for stored in db.session.scalars(db.select(File).where(File.org_id.in_(org_ids))).all():
         delete_file(stored.org_id, stored)
-    # Bulk deletes rely on the database's ON DELETE rules; the audit entry is written first, while
-    # the user row it names still exists, and the user is expunged so the ORM does not write it back.
+    # Bulk deletes rely on the database's ON DELETE rules. The flush writes the audit entry while the
+    # user row it names still exists, and expunging the user keeps the ORM from writing it back.
     user_id = user.id
     db.session.flush()
     db.session.expunge(user)
