@@ -43,7 +43,10 @@ def send_mail(to, subject, body):
     elif backend == "smtp":
         _send_smtp(message)
     else:
-        print(f"--- email (MAIL_BACKEND=console) ---\n{message}\n--- end of email ---", file=sys.stdout, flush=True)
+        # Headers and the decoded body, so that a link in it can be copied as it is.
+        headers = "".join(f"{name}: {message[name]}\n" for name in ("From", "To", "Subject"))
+        text = f"--- email (MAIL_BACKEND=console) ---\n{headers}\n{body}\n--- end of email ---"
+        print(text, file=sys.stdout, flush=True)
     # The subject only, because the body contains the single-use link.
     logger.info("mail sent backend=%s subject=%r", backend, subject)
 
