@@ -11,6 +11,7 @@ The database named in the URL is dropped and created again.
 """
 
 import argparse
+import importlib.util
 import itertools
 import os
 import re
@@ -100,7 +101,16 @@ def recreate_database(url):
     admin.dispose()
 
 
-def prepare(environment):
+def fill_from_hourly(connection):
+    """Fill the daily and type-hourly rollups with the migration that added them."""
+    [path] = (ROOT / "migrations" / "versions").glob("592890bf6f22_*.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    migration.fill_from_hourly(connection)
+
+
+def prepare(environment, events_wanted):
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=environment, check=True
     )
@@ -132,17 +142,27 @@ def prepare(environment):
                 "WHERE extract(hour FROM h) BETWEEN 7 AND 18 AND extract(isodow FROM h) < 6"
             )
         )
-        per_row = EVENTS // (hours * MEMBERS * 3)
+        per_row = max(1, events_wanted // (hours * MEMBERS * 3))
         parameters = {"org_id": org.id, "user_ids": user_ids, "per_row": per_row}
         db.session.execute(sa.text(FILL_SQL.format(days=DAYS)), parameters)
         db.session.execute(sa.text(FILL_PATHS_SQL.format(days=DAYS)), {**parameters, "per_row": per_row * 3 // 5})
         db.session.execute(sa.text(FILL_SESSIONS_SQL.format(days=DAYS)), parameters)
+        # The daily and type-hourly rollups hold the hourly ones summed; the migration that added
+        # them fills them the same way.
+        fill_from_hourly(db.session.connection())
         db.session.commit()
         db.session.execute(sa.text("ANALYZE"))
         db.session.commit()
         counts = {
             table: db.session.scalar(sa.text(f"SELECT count(*) FROM {table}"))
-            for table in ("analytics_hourly", "analytics_path_hourly", "analytics_sessions")
+            for table in (
+                "analytics_hourly",
+                "analytics_path_hourly",
+                "analytics_daily",
+                "analytics_type_hourly",
+                "analytics_path_daily",
+                "analytics_sessions",
+            )
         }
         events = db.session.scalar(sa.text("SELECT sum(count) FROM analytics_hourly"))
     return events, counts
@@ -177,6 +197,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True, help="PostgreSQL URL; this database is dropped and created.")
     parser.add_argument("--requests", type=int, default=200, help="Timed requests per page (default 200).")
+    parser.add_argument(
+        "--events", type=int, default=EVENTS, help="Events the rollups count, about (default ten million)."
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2).")
     arguments = parser.parse_args()
 
@@ -191,7 +214,7 @@ def main():
     environment.pop("REDIS_URL", None)
     recreate_database(arguments.database_url)
     started = time.perf_counter()
-    events, counts = prepare(environment)
+    events, counts = prepare(environment, arguments.events)
     print(f"filled rollups for {events:,} events in {time.perf_counter() - started:.1f} s: {counts}")
 
     port = free_port()

@@ -1,22 +1,25 @@
 """Analytics: rollups against raw events, the page, the API, trends and the export."""
 
 import csv
+import importlib.util
 import io
 import json
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.analytics.models import HourlyCount
+from app.analytics.models import DailyCount, HourlyCount, PathDailyCount, PathHourlyCount, TypeHourlyCount
 from app.analytics.query import parse_query
-from app.analytics.rollups import rebuild_rollups, record_events
+from app.analytics.rollups import extension_of, rebuild_rollups, record_events
 from app.analytics.service import build_dashboard
 from app.events.models import Event
 from app.extensions import db
 from app.files.models import File
+from app.orgs.models import Membership
 
 TZ = ZoneInfo("America/New_York")
 
@@ -425,7 +428,8 @@ def test_cached_figures_change_on_ingest(app, member):
     first = dashboard_events(app, member["org_id"], params)
     # A change to the rollups that no ingest made is not seen: the figures come from the cache.
     with app.app_context():
-        db.session.execute(db.update(HourlyCount).where(HourlyCount.org_id == member["org_id"]).values(count=1000))
+        for model in (HourlyCount, DailyCount):
+            db.session.execute(db.update(model).where(model.org_id == member["org_id"]).values(count=1000))
         db.session.commit()
     cached = dashboard_events(app, member["org_id"], params)
 
@@ -567,3 +571,129 @@ def test_git_import_feeds_analytics(app, client, member, make_api_key, shared_da
     assert 0 < in_range < total
     assert dashboard["summary"]["events"] == in_range
     assert dashboard["summary"]["sessions"] == sessions_in_range
+
+
+def rollup_sums(app, org_id):
+    """Sum the hourly rollups into the keys of the smaller ones, and read the smaller ones."""
+    with app.app_context():
+        hourly = db.session.scalars(db.select(HourlyCount).where(HourlyCount.org_id == org_id)).all()
+        path_hourly = db.session.scalars(db.select(PathHourlyCount).where(PathHourlyCount.org_id == org_id)).all()
+        expected_daily = Counter()
+        expected_type_hourly = Counter()
+        for row in hourly:
+            expected_daily[(row.hour_start.replace(hour=0), row.user_id, row.type, row.tool, row.ext)] += row.count
+            expected_type_hourly[(row.hour_start, row.type)] += row.count
+        expected_path_daily = Counter()
+        for row in path_hourly:
+            expected_path_daily[(row.hour_start.replace(hour=0), row.path)] += row.count
+
+        daily = {
+            (row.day_start, row.user_id, row.type, row.tool, row.ext): row.count
+            for row in db.session.scalars(db.select(DailyCount).where(DailyCount.org_id == org_id))
+        }
+        type_hourly = {
+            (row.hour_start, row.type): row.count
+            for row in db.session.scalars(db.select(TypeHourlyCount).where(TypeHourlyCount.org_id == org_id))
+        }
+        path_daily = {
+            (row.day_start, row.path): row.count
+            for row in db.session.scalars(db.select(PathDailyCount).where(PathDailyCount.org_id == org_id))
+        }
+    return (dict(expected_daily), dict(expected_type_hourly), dict(expected_path_daily)), (
+        daily,
+        type_hourly,
+        path_daily,
+    )
+
+
+def test_daily_rollups_sum_hourly(app, member):
+    store_events(app, member, sample_events())
+    store_events(app, member, sample_events()[:20])
+
+    expected, stored = rollup_sums(app, member["org_id"])
+
+    assert stored[0] == expected[0]
+    assert stored[1] == expected[1]
+    assert stored[2] == expected[2]
+    assert sum(stored[0].values()) == 90
+
+
+def test_rebuild_refills_daily_rollups(app, member):
+    store_events(app, member, sample_events())
+    with app.app_context():
+        db.session.execute(db.update(DailyCount).values(count=1000))
+        db.session.execute(db.delete(TypeHourlyCount))
+        db.session.execute(db.delete(PathDailyCount))
+        rebuild_rollups(member["org_id"])
+        db.session.commit()
+
+    expected, stored = rollup_sums(app, member["org_id"])
+
+    assert stored[0] == expected[0]
+    assert stored[1] == expected[1]
+    assert stored[2] == expected[2]
+    assert sum(stored[0].values()) == 70
+
+
+def load_migration(name_prefix):
+    [path] = (Path(__file__).resolve().parent.parent / "migrations" / "versions").glob(f"{name_prefix}_*.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_migration_fills_daily_rollups(app, member):
+    """The migration that adds the daily rollups fills them from the hourly rollups already stored."""
+    store_events(app, member, sample_events())
+    migration = load_migration("592890bf6f22")
+    with app.app_context():
+        for model in (DailyCount, TypeHourlyCount, PathDailyCount):
+            db.session.execute(db.delete(model))
+        migration.fill_from_hourly(db.session.connection())
+        db.session.commit()
+
+    expected, stored = rollup_sums(app, member["org_id"])
+
+    assert stored[0] == expected[0]
+    assert stored[1] == expected[1]
+    assert stored[2] == expected[2]
+    assert sum(stored[2].values()) == 70
+
+
+def test_filtered_dashboard_in_zone_matches_raw(app, member, make_user):
+    """Filters and a zone with an offset read whole UTC days and the hours at both ends; counts stay exact."""
+    store_events(app, member, sample_events())
+    other = make_user()
+    with app.app_context():
+        db.session.add(Membership(org_id=member["org_id"], user_id=other["id"], role="member"))
+        db.session.commit()
+    store_events(app, {**other, "org_id": member["org_id"]}, sample_events()[:30])
+    start, end = date(2025, 3, 2), date(2025, 3, 12)
+
+    with app.app_context():
+        params = {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "tz": TZ.key,
+            "tool": "vim",
+            "member": str(other["id"]),
+        }
+        dashboard = build_dashboard(member["org_id"], parse_query(params, member["org_id"]))
+        unfiltered = build_dashboard(
+            member["org_id"], parse_query({**params, "tool": "", "member": ""}, member["org_id"])
+        )
+        events = db.session.scalars(db.select(Event).where(Event.org_id == member["org_id"])).all()
+        in_range = [event for event in events if start <= event.occurred_at.astimezone(TZ).date() <= end]
+
+    chosen = [event for event in in_range if event.tool == "vim" and event.user_id == other["id"]]
+    assert dashboard["summary"]["events"] == len(chosen)
+    assert dashboard["summary"]["active_members"] == 1
+    assert {item["path"]: item["count"] for item in dashboard["top_files"]} == dict(
+        Counter(event.path for event in chosen).most_common(10)
+    )
+    assert unfiltered["summary"]["events"] == len(in_range)
+    assert unfiltered["summary"]["active_members"] == 2
+    assert {item["name"]: item["count"] for item in unfiltered["top_file_types"]} == dict(
+        Counter(extension_of(event.path) for event in in_range)
+    )

@@ -30,9 +30,16 @@ def rollup_version(org_id):
         select(AnalyticsState.events_recorded, AnalyticsState.rebuilt_at).where(AnalyticsState.org_id == org_id)
     ).first()
     if row is None:
+        return format_version(None, None)
+    return format_version(row.events_recorded, row.rebuilt_at)
+
+
+def format_version(events_recorded, rebuilt_at):
+    """Return the version string of a state row's values; None for an organization without one."""
+    if events_recorded is None:
         return "empty"
-    rebuilt = row.rebuilt_at.timestamp() if row.rebuilt_at else 0
-    return f"{row.events_recorded}-{rebuilt:.6f}"
+    rebuilt = rebuilt_at.timestamp() if rebuilt_at else 0
+    return f"{events_recorded}-{rebuilt:.6f}"
 
 
 def cache_key(org_id, version, name, parameters):

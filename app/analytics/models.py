@@ -1,7 +1,9 @@
 """Rollups of usage events: what the analytics pages read instead of the raw events.
 
 Counts are kept per UTC hour, so that a day or a week in any time zone with a whole-hour offset is
-a sum of whole buckets. `insert_events` queues each stored batch (`rollups.queue_batch`), a job adds
+a sum of whole buckets. Smaller copies (per UTC day, or per hour without user, tool and path) hold
+the same counts in fewer rows: a range reads its whole UTC days from a daily table and the hours
+at either end from the hourly one. `insert_events` queues each stored batch (`rollups.queue_batch`), a job adds
 it to them soon after (`rollups.apply_pending`), and `rollups.rebuild_rollups`
 (`flask floyo rebuild-rollups`) recomputes them from the raw events.
 """
@@ -42,6 +44,44 @@ class PathHourlyCount(db.Model):
     type = db.Column(db.String(32), primary_key=True)
     tool = db.Column(db.String(100), primary_key=True)
     ext = db.Column(db.String(32), nullable=False, default="")
+    path = db.Column(db.String(1024), nullable=False)
+    count = db.Column(db.BigInteger, nullable=False, default=0)
+
+
+class DailyCount(db.Model):
+    """Events per UTC day by user, type, tool and file extension: `HourlyCount` summed by day."""
+
+    __tablename__ = "analytics_daily"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    # Midnight UTC at the start of the day.
+    day_start = db.Column(UTCDateTime, primary_key=True)
+    user_id = db.Column(db.Integer, primary_key=True)
+    type = db.Column(db.String(32), primary_key=True)
+    tool = db.Column(db.String(100), primary_key=True)
+    ext = db.Column(db.String(32), primary_key=True)
+    count = db.Column(db.BigInteger, nullable=False, default=0)
+
+
+class TypeHourlyCount(db.Model):
+    """Events per UTC hour by type only, for the activity chart and heatmap without other filters."""
+
+    __tablename__ = "analytics_type_hourly"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    hour_start = db.Column(UTCDateTime, primary_key=True)
+    type = db.Column(db.String(32), primary_key=True)
+    count = db.Column(db.BigInteger, nullable=False, default=0)
+
+
+class PathDailyCount(db.Model):
+    """Events per UTC day by path only, for top files without filters."""
+
+    __tablename__ = "analytics_path_daily"
+
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    day_start = db.Column(UTCDateTime, primary_key=True)
+    path_key = db.Column(db.String(64), primary_key=True)
     path = db.Column(db.String(1024), nullable=False)
     count = db.Column(db.BigInteger, nullable=False, default=0)
 

@@ -15,9 +15,12 @@ from app.analytics.models import (
     NO_USER,
     ActivitySession,
     AnalyticsState,
+    DailyCount,
     HourlyCount,
+    PathDailyCount,
     PathHourlyCount,
     PendingRollup,
+    TypeHourlyCount,
 )
 from app.events.models import Event
 from app.extensions import db
@@ -136,6 +139,15 @@ def record_events(org_id, events):
         path_hourly[(hour_start, key, user_id, _field(event, "type"), tool)] += 1
         paths[key] = (path, ext)
 
+    daily = Counter()
+    type_hourly = Counter()
+    for (hour_start, user_id, event_type, tool, ext), count in hourly.items():
+        daily[(hour_start.replace(hour=0), user_id, event_type, tool, ext)] += count
+        type_hourly[(hour_start, event_type)] += count
+    path_daily = Counter()
+    for (hour_start, key, _, _, _), count in path_hourly.items():
+        path_daily[(hour_start.replace(hour=0), key)] += count
+
     _upsert_counts(
         HourlyCount,
         [
@@ -158,6 +170,24 @@ def record_events(org_id, events):
                 "count": n,
             }
             for (h, key, u, t, tool), n in sorted(path_hourly.items())
+        ],
+    )
+    _upsert_counts(
+        DailyCount,
+        [
+            {"org_id": org_id, "day_start": d, "user_id": u, "type": t, "tool": tool, "ext": ext, "count": n}
+            for (d, u, t, tool, ext), n in sorted(daily.items())
+        ],
+    )
+    _upsert_counts(
+        TypeHourlyCount,
+        [{"org_id": org_id, "hour_start": h, "type": t, "count": n} for (h, t), n in sorted(type_hourly.items())],
+    )
+    _upsert_counts(
+        PathDailyCount,
+        [
+            {"org_id": org_id, "day_start": d, "path_key": key, "path": paths[key][0], "count": n}
+            for (d, key), n in sorted(path_daily.items())
         ],
     )
     # The counts above are atomic upserts and need no lock. Session merging reads and rewrites
@@ -303,7 +333,8 @@ def rebuild_rollups(org_id, batch_size=REBUILD_BATCH_EVENTS):
     """
     _lock_state(org_id, 0)
     # The rebuild counts every stored event, including those of batches still waiting for the job.
-    for model in (HourlyCount, PathHourlyCount, ActivitySession, PendingRollup):
+    rollups = (HourlyCount, PathHourlyCount, DailyCount, TypeHourlyCount, PathDailyCount, ActivitySession)
+    for model in (*rollups, PendingRollup):
         db.session.execute(delete(model).where(model.org_id == org_id))
     db.session.execute(
         update(AnalyticsState).where(AnalyticsState.org_id == org_id).values(events_recorded=0, rebuilt_at=utcnow())

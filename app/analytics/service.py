@@ -6,10 +6,18 @@ from datetime import timedelta
 from importlib import import_module
 
 from flask import current_app
-from sqlalchemy import and_, func, inspect, select
+from sqlalchemy import and_, func, inspect, or_, select, union_all
 
-from app.analytics.cache import cached, rollup_version
-from app.analytics.models import ActivitySession, HourlyCount, PathHourlyCount
+from app.analytics.cache import cached, format_version
+from app.analytics.models import (
+    ActivitySession,
+    AnalyticsState,
+    DailyCount,
+    HourlyCount,
+    PathDailyCount,
+    PathHourlyCount,
+    TypeHourlyCount,
+)
 from app.auth.models import User
 from app.events.models import EVENT_TYPES
 from app.extensions import db
@@ -28,14 +36,14 @@ def _like_prefix(prefix):
     return f"{escaped}%"
 
 
-def _counts_source(query):
-    """The rollup to read: the path rollup only when a path prefix filters, because it is larger."""
-    return PathHourlyCount if query.path_prefix else HourlyCount
+def _filtered(statement, source, org_id, query, spans):
+    """Add the organization, the time spans and the query's filters to a statement on one rollup.
 
-
-def _filtered(statement, source, org_id, query):
+    `spans` are (start, end) pairs on the rollup's time column, each start included and end not.
+    """
+    bucket = source.day_start if hasattr(source, "day_start") else source.hour_start
     statement = statement.where(
-        source.org_id == org_id, source.hour_start >= query.start_utc, source.hour_start < query.end_utc
+        source.org_id == org_id, or_(*(and_(bucket >= start, bucket < end) for start, end in spans))
     )
     if query.tool:
         statement = statement.where(source.tool == query.tool)
@@ -44,16 +52,67 @@ def _filtered(statement, source, org_id, query):
     if query.member_id:
         statement = statement.where(source.user_id == query.member_id)
     if query.path_prefix:
-        statement = statement.where(PathHourlyCount.path.like(_like_prefix(query.path_prefix), escape="\\"))
+        statement = statement.where(source.path.like(_like_prefix(query.path_prefix), escape="\\"))
     return statement
 
 
-# NOTE: buckets are UTC hours, so in a zone with a half-hour offset (Asia/Kolkata) each range end
-# is off by those 30 minutes: a bucket counts on the local day its start falls on.
+def _split_days(query):
+    """Split the range into its whole UTC days and the hours before and after them.
+
+    Returns (days, hours): `days` is one (first midnight, last midnight) span or None, `hours` the
+    spans left for an hourly rollup. A range in a zone with an offset has up to 23 hours at each end.
+    """
+    start, end = query.start_utc, query.end_utc
+    first_midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first_midnight < start:
+        first_midnight += timedelta(days=1)
+    last_midnight = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first_midnight >= last_midnight:
+        return None, [(start, end)]
+    hours = [(low, high) for low, high in ((start, first_midnight), (last_midnight, end)) if low < high]
+    return (first_midnight, last_midnight), hours
+
+
+def _range_counts(org_id, query, columns, daily, hourly):
+    """Return a subquery of `columns` and `count` rows over the range, for the caller to group.
+
+    Whole UTC days come from the `daily` rollup and the hours at either end from `hourly`, so a
+    30-day range reads 30 daily buckets instead of 720 hourly ones. The sum is the same.
+    """
+    days, hours = _split_days(query)
+    if daily is None or days is None:
+        days, hours = None, [(query.start_utc, query.end_utc)]
+    parts = []
+    for source, spans in ((daily, [days] if days else []), (hourly, hours)):
+        if spans:
+            selected = select(*(getattr(source, name).label(name) for name in columns), source.count.label("count"))
+            parts.append(_filtered(selected, source, org_id, query, spans))
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    return statement.subquery()
+
+
+def _breakdown_sources(query):
+    """The daily and hourly rollups that hold user, type, tool and extension for the query's filters."""
+    if query.path_prefix:
+        return None, PathHourlyCount
+    return DailyCount, HourlyCount
+
+
 def _hourly_by_type(org_id, query):
-    source = _counts_source(query)
+    # NOTE: buckets are UTC hours, so in a zone with a half-hour offset (Asia/Kolkata) each range end
+    # is off by those 30 minutes: a bucket counts on the local day its start falls on.
+    if query.path_prefix:
+        source = PathHourlyCount
+    elif query.tool or query.member_id:
+        source = HourlyCount
+    else:
+        source = TypeHourlyCount
     statement = _filtered(
-        select(source.hour_start, source.type, func.sum(source.count)), source, org_id, query
+        select(source.hour_start, source.type, func.sum(source.count)),
+        source,
+        org_id,
+        query,
+        [(query.start_utc, query.end_utc)],
     ).group_by(source.hour_start, source.type)
     return [
         (hour_start.astimezone(query.tz), event_type, int(count))
@@ -63,9 +122,10 @@ def _hourly_by_type(org_id, query):
 
 def _breakdown(org_id, query):
     """Return (user_id, type, tool, ext, count) rows of the range: one read for totals and top lists."""
-    source = _counts_source(query)
-    columns = (source.user_id, source.type, source.tool, source.ext)
-    statement = _filtered(select(*columns, func.sum(source.count)), source, org_id, query).group_by(*columns)
+    columns = ("user_id", "type", "tool", "ext")
+    counts = _range_counts(org_id, query, columns, *_breakdown_sources(query))
+    grouped = [counts.c[name] for name in columns]
+    statement = select(*grouped, func.sum(counts.c.count)).group_by(*grouped)
     return [
         (user_id, event_type, tool, ext, int(count))
         for user_id, event_type, tool, ext, count in db.session.execute(statement)
@@ -82,11 +142,18 @@ def _top(breakdown, position, limit):
 
 
 def _top_files(org_id, query, limit):
-    total = func.sum(PathHourlyCount.count)
+    """Return the `limit` files with the most events, ties by path.
+
+    Without filters the whole days come from the daily path rollup; a filter on user, type or tool
+    needs the hourly one, which has those columns.
+    """
+    daily = None if query.has_event_filters else PathDailyCount
+    counts = _range_counts(org_id, query, ("path_key", "path"), daily, PathHourlyCount)
+    total = func.sum(counts.c.count)
     statement = (
-        _filtered(select(PathHourlyCount.path, total), PathHourlyCount, org_id, query)
-        .group_by(PathHourlyCount.path_key, PathHourlyCount.path)
-        .order_by(total.desc(), PathHourlyCount.path)
+        select(counts.c.path, total)
+        .group_by(counts.c.path_key, counts.c.path)
+        .order_by(total.desc(), counts.c.path)
         .limit(limit)
     )
     return [{"path": path, "count": int(count)} for path, count in db.session.execute(statement)]
@@ -182,21 +249,32 @@ def workflow_run_model():
     return model if cache["workflow_runs_table"] else None
 
 
-def _workflow_runs(org_id, query):
+def _workflow_runs(org_id, queries):
+    """Return the workflow runs figures of each query, read in one statement over all their days."""
     model = workflow_run_model()
     if model is None:
-        return {"available": False, "periods": [], "succeeded": [], "failed": [], "total": 0, "success_rate": None}
+        unavailable = {"available": False, "periods": [], "succeeded": [], "failed": [], "total": 0}
+        return [{**unavailable, "success_rate": None} for _ in queries]
     statement = select(model.created_at, model.status).where(
-        model.org_id == org_id, model.created_at >= query.start_utc, model.created_at < query.end_utc
+        model.org_id == org_id,
+        model.created_at >= min(query.start_utc for query in queries),
+        model.created_at < max(query.end_utc for query in queries),
     )
+    # NOTE: runs are read row by row; fine for thousands of runs a period, a rollup past that.
+    runs = db.session.execute(statement).all()
+    return [_runs_per_period(runs, query) for query in queries]
+
+
+def _runs_per_period(runs, query):
     periods = _periods(query)
     index = {period: position for position, period in enumerate(periods)}
     succeeded = [0] * len(periods)
     other = [0] * len(periods)
     finished = 0
     total = 0
-    # NOTE: runs are read row by row; fine for thousands of runs a period, a rollup past that.
-    for created_at, status in db.session.execute(statement):
+    for created_at, status in runs:
+        if not query.start_utc <= created_at < query.end_utc:
+            continue
         position = index.get(_period_of(created_at.astimezone(query.tz).date(), query))
         if position is None:
             continue
@@ -218,32 +296,46 @@ def _workflow_runs(org_id, query):
     }
 
 
-def _suggestions(org_id, query):
-    """Return the suggestions accepted and dismissed in the range, and those open now, in one query."""
-    in_range = and_(Suggestion.decided_at >= query.start_utc, Suggestion.decided_at < query.end_utc)
-    accepted, dismissed, open_now = db.session.execute(
-        select(
-            func.count().filter(Suggestion.status == "accepted", in_range),
-            func.count().filter(Suggestion.status == "dismissed", in_range),
-            func.count().filter(Suggestion.status == "open"),
-        ).where(Suggestion.org_id == org_id)
-    ).one()
-    return {
-        "accepted": accepted,
-        "dismissed": dismissed,
-        "open": open_now,
-        "acceptance_rate": round(accepted * 100 / (accepted + dismissed), 1) if accepted + dismissed else None,
-    }
+def _version_and_suggestions(org_id, queries):
+    """Return the rollup version and each query's suggestion figures, read in one statement.
+
+    A cached view spends most of its time on round trips to the database, so the figures that are
+    read on every request share one. The suggestions accepted and dismissed count in each range,
+    the open ones as they are now.
+    """
+    events_recorded = select(AnalyticsState.events_recorded).where(AnalyticsState.org_id == org_id)
+    rebuilt_at = select(AnalyticsState.rebuilt_at).where(AnalyticsState.org_id == org_id)
+    columns = [
+        events_recorded.scalar_subquery(),
+        rebuilt_at.scalar_subquery(),
+        func.count().filter(Suggestion.status == "open"),
+    ]
+    for query in queries:
+        in_range = and_(Suggestion.decided_at >= query.start_utc, Suggestion.decided_at < query.end_utc)
+        columns.append(func.count().filter(Suggestion.status == "accepted", in_range))
+        columns.append(func.count().filter(Suggestion.status == "dismissed", in_range))
+    row = db.session.execute(select(*columns).where(Suggestion.org_id == org_id)).one()
+
+    version = format_version(row[0], row[1])
+    open_now = row[2]
+    figures = []
+    for position in range(len(queries)):
+        accepted, dismissed = row[3 + 2 * position], row[4 + 2 * position]
+        decided = accepted + dismissed
+        figures.append(
+            {
+                "accepted": accepted,
+                "dismissed": dismissed,
+                "open": open_now,
+                "acceptance_rate": round(accepted * 100 / decided, 1) if decided else None,
+            }
+        )
+    return version, figures
 
 
 def _event_totals(org_id, query):
-    source = _counts_source(query)
-    statement = _filtered(
-        select(func.coalesce(func.sum(source.count), 0), func.count(func.distinct(source.user_id))),
-        source,
-        org_id,
-        query,
-    )
+    counts = _range_counts(org_id, query, ("user_id",), *_breakdown_sources(query))
+    statement = select(func.coalesce(func.sum(counts.c.count), 0), func.count(func.distinct(counts.c.user_id)))
     events, members = db.session.execute(statement).one()
     return int(events), int(members)
 
@@ -288,10 +380,11 @@ def _summary(event_summary, runs, suggestions):
     }
 
 
-def build_summary(org_id, query, version=None):
+def build_summary(org_id, query):
     """Return the headline figures of a range, each a number or None where it cannot be computed."""
-    version = version or rollup_version(org_id)
-    return _summary(_event_summary(org_id, query, version), _workflow_runs(org_id, query), _suggestions(org_id, query))
+    version, [suggestions] = _version_and_suggestions(org_id, [query])
+    [runs] = _workflow_runs(org_id, [query])
+    return _summary(_event_summary(org_id, query, version), runs, suggestions)
 
 
 def compare(current, previous):
@@ -341,12 +434,7 @@ def _event_figures(org_id, query, version):
     )
 
 
-def build_dashboard(org_id, query, version=None):
-    """Return every figure of the analytics page for the query."""
-    version = version or rollup_version(org_id)
-    figures = _event_figures(org_id, query, version)
-    runs = _workflow_runs(org_id, query)
-    suggestions = _suggestions(org_id, query)
+def _dashboard(query, figures, runs, suggestions):
     return {
         "query": query.describe(),
         "summary": _summary(figures["summary"], runs, suggestions),
@@ -363,14 +451,34 @@ def build_dashboard(org_id, query, version=None):
     }
 
 
+def build_dashboard(org_id, query):
+    """Return every figure of the analytics page for the query."""
+    version, [suggestions] = _version_and_suggestions(org_id, [query])
+    [runs] = _workflow_runs(org_id, [query])
+    return _dashboard(query, _event_figures(org_id, query, version), runs, suggestions)
+
+
+def build_page(org_id, query):
+    """Return the page's dashboard and the previous period's summary, in two reads on a cache hit."""
+    previous = query.previous()
+    version, (suggestions, previous_suggestions) = _version_and_suggestions(org_id, [query, previous])
+    runs, previous_runs = _workflow_runs(org_id, [query, previous])
+    dashboard = _dashboard(query, _event_figures(org_id, query, version), runs, suggestions)
+    previous_summary = _summary(_event_summary(org_id, previous, version), previous_runs, previous_suggestions)
+    return dashboard, previous_summary
+
+
 def build_trends(org_id, query):
     """Return the headline figures of the range against the previous period of the same length."""
-    version = rollup_version(org_id)
     previous = query.previous()
+    version, (suggestions, previous_suggestions) = _version_and_suggestions(org_id, [query, previous])
+    runs, previous_runs = _workflow_runs(org_id, [query, previous])
+    current = _summary(_event_summary(org_id, query, version), runs, suggestions)
+    before = _summary(_event_summary(org_id, previous, version), previous_runs, previous_suggestions)
     return {
         "query": query.describe(),
         "previous": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
-        "figures": compare(build_summary(org_id, query, version), build_summary(org_id, previous, version)),
+        "figures": compare(current, before),
     }
 
 

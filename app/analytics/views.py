@@ -6,7 +6,6 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.analytics import export, service
-from app.analytics.cache import rollup_version
 from app.analytics.charts import build_figures
 from app.analytics.jobs import EXPORT_STATUS_SECONDS, export_job_id, export_job_status, export_to_files_job
 from app.analytics.query import RANGE_PRESETS, parse_query
@@ -27,9 +26,7 @@ def index():
     org = current_org()
     query = parse_query(request.args, org.id)
 
-    version = rollup_version(org.id)
-    dashboard = service.build_dashboard(org.id, query, version)
-    previous = service.build_summary(org.id, query.previous(), version)
+    dashboard, previous = service.build_page(org.id, query)
     context = {
         "query": query,
         "dashboard": dashboard,
