@@ -697,3 +697,35 @@ def test_filtered_dashboard_in_zone_matches_raw(app, member, make_user):
     assert {item["name"]: item["count"] for item in unfiltered["top_file_types"]} == dict(
         Counter(extension_of(event.path) for event in in_range)
     )
+
+
+def test_page_without_events_shows_empty_state(client, member, auth):
+    auth.signin(member["email"])
+
+    response = client.get("/analytics")
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "No activity yet" in html
+    assert 'href="/events/import' in html
+    assert "POST /api/v1/events" in html
+    assert 'href="/api/v1/openapi.json"' in html
+    assert 'href="/settings"' in html
+    assert 'class="chart"' not in html
+    assert "data-figure='" not in html
+
+
+def test_empty_range_says_no_events_in_range(client, member, auth):
+    store_events(client.application, member, sample_events())
+    auth.signin(member["email"])
+
+    response = client.get("/analytics?from=2024-01-01&to=2024-01-31")
+    with_events = client.get("/analytics?from=2025-03-01&to=2025-03-14")
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "No events in this range" in html
+    assert "No activity yet" not in html
+    assert 'class="chart"' not in html
+    assert 'id="analytics-empty"' not in with_events.get_data(as_text=True)
+    assert 'id="chart-activity"' in with_events.get_data(as_text=True)

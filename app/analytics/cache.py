@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 24 * 3600
 KEY_PREFIX = "floyo:analytics"
+# The version of an organization whose rollups have counted no event yet.
+EMPTY_VERSION = "empty"
 
 
 def rollup_version(org_id):
@@ -35,9 +37,9 @@ def rollup_version(org_id):
 
 
 def format_version(events_recorded, rebuilt_at):
-    """Return the version string of a state row's values; None for an organization without one."""
-    if events_recorded is None:
-        return "empty"
+    """Return the version string of a state row's values, which are None for an organization without one."""
+    if not events_recorded:
+        return EMPTY_VERSION
     rebuilt = rebuilt_at.timestamp() if rebuilt_at else 0
     return f"{events_recorded}-{rebuilt:.6f}"
 

@@ -1,6 +1,10 @@
 """plotly.js figures (plain data and layout) for the dashboard's numbers; static/analytics.js draws them."""
 
 LAYOUT = {"margin": {"l": 48, "r": 16, "t": 8, "b": 40}, "height": 300, "legend": {"orientation": "h"}}
+# Pixels per bar of a top list, plus the axis below: a list of two bars stays two bars high
+# instead of stretching each bar to fill the full height.
+BAR_LIST_ROW_HEIGHT = 28
+BAR_LIST_AXIS_HEIGHT = 60
 
 
 def _layout(**extra):
@@ -19,7 +23,11 @@ def _bar_list(items, label_key, title):
                 "name": title,
             }
         ],
-        "layout": _layout(margin={"l": 180, "r": 16, "t": 8, "b": 40}, yaxis={"automargin": True}),
+        "layout": _layout(
+            margin={"l": 180, "r": 16, "t": 8, "b": 40},
+            yaxis={"automargin": True},
+            height=min(LAYOUT["height"], BAR_LIST_AXIS_HEIGHT + BAR_LIST_ROW_HEIGHT * max(len(items), 1)),
+        ),
     }
 
 

@@ -8,7 +8,7 @@ from importlib import import_module
 from flask import current_app
 from sqlalchemy import and_, func, inspect, or_, select, union_all
 
-from app.analytics.cache import cached, format_version
+from app.analytics.cache import EMPTY_VERSION, cached, format_version
 from app.analytics.models import (
     ActivitySession,
     AnalyticsState,
@@ -459,13 +459,17 @@ def build_dashboard(org_id, query):
 
 
 def build_page(org_id, query):
-    """Return the page's dashboard and the previous period's summary, in two reads on a cache hit."""
+    """Return the page's dashboard, the previous period's summary and whether the organization has events.
+
+    On a cache hit this reads the database twice: the rollup version with the suggestion counts,
+    and the workflow runs.
+    """
     previous = query.previous()
     version, (suggestions, previous_suggestions) = _version_and_suggestions(org_id, [query, previous])
     runs, previous_runs = _workflow_runs(org_id, [query, previous])
     dashboard = _dashboard(query, _event_figures(org_id, query, version), runs, suggestions)
     previous_summary = _summary(_event_summary(org_id, previous, version), previous_runs, previous_suggestions)
-    return dashboard, previous_summary
+    return {"dashboard": dashboard, "previous": previous_summary, "has_events": version != EMPTY_VERSION}
 
 
 def build_trends(org_id, query):

@@ -26,11 +26,13 @@ def index():
     org = current_org()
     query = parse_query(request.args, org.id)
 
-    dashboard, previous = service.build_page(org.id, query)
+    page = service.build_page(org.id, query)
+    dashboard = page["dashboard"]
     context = {
         "query": query,
         "dashboard": dashboard,
-        "trends": service.compare(dashboard["summary"], previous),
+        "has_events": page["has_events"],
+        "trends": service.compare(dashboard["summary"], page["previous"]),
         "figures": {name: json.dumps(figure) for name, figure in build_figures(dashboard).items()},
         "members": service.members(org.id),
         "event_types": EVENT_TYPES,
