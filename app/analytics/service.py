@@ -2,11 +2,11 @@
 
 import logging
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 
 from flask import current_app
-from sqlalchemy import and_, func, inspect, or_, select, union_all
+from sqlalchemy import and_, extract, func, inspect, or_, select, union_all
 
 from app.analytics.cache import EMPTY_VERSION, cached, format_version
 from app.analytics.models import (
@@ -205,35 +205,69 @@ def _heatmap(hourly):
     return {"weekdays": list(WEEKDAYS), "hours": list(range(24)), "counts": counts}
 
 
-def _sessions(org_id, query):
-    statement = select(ActivitySession.started_at, ActivitySession.ended_at).where(
+def _whole_hour_offsets(query):
+    """Return whether the zone's offset is a whole number of hours at both ends of the range."""
+    offsets = (instant.astimezone(query.tz).utcoffset() for instant in (query.start_utc, query.end_utc))
+    return all(offset % timedelta(hours=1) == timedelta(0) for offset in offsets)
+
+
+def _session_buckets(org_id, query):
+    """Return (UTC start, sessions, seconds) rows: one per UTC hour the range's sessions start in.
+
+    The database groups the sessions by hour, which in a zone with whole-hour offsets keeps each on
+    its local day. In other zones each session is its own row.
+    """
+    started_at, ended_at = ActivitySession.started_at, ActivitySession.ended_at
+    dialect = db.session.get_bind().dialect.name
+    if not _whole_hour_offsets(query):
+        bucket = seconds = None
+        columns = (started_at, ended_at)
+    elif dialect == "postgresql":
+        bucket = func.date_trunc("hour", func.timezone("UTC", started_at))
+        seconds = extract("epoch", ended_at - started_at)
+        columns = (bucket, func.count(), func.sum(seconds))
+    else:
+        # SQLite stores these timestamps as naive UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff'.
+        bucket = func.substr(started_at, 1, 13)
+        seconds = func.round((func.julianday(ended_at) - func.julianday(started_at)) * 86_400_000) / 1000.0
+        columns = (bucket, func.count(), func.sum(seconds))
+    statement = select(*columns).where(
         ActivitySession.org_id == org_id,
-        ActivitySession.started_at >= query.start_utc,
-        ActivitySession.started_at < query.end_utc,
+        started_at >= query.start_utc,
+        started_at < query.end_utc,
     )
     if query.member_id:
         statement = statement.where(ActivitySession.user_id == query.member_id)
+    if bucket is None:
+        return [(start, 1, (end - start).total_seconds()) for start, end in db.session.execute(statement)]
+
+    rows = db.session.execute(statement.group_by(bucket)).all()
+    buckets = []
+    for hour, sessions, total_seconds in rows:
+        if isinstance(hour, str):
+            hour = datetime.strptime(hour, "%Y-%m-%d %H")
+        buckets.append((hour.replace(tzinfo=UTC), sessions, float(total_seconds)))
+    return buckets
+
+
+def _sessions(org_id, query):
     periods = _periods(query)
     index = {period: position for position, period in enumerate(periods)}
     counts = [0] * len(periods)
-    minutes = [0.0] * len(periods)
-    total_minutes = 0.0
-    total = 0
-    for started_at, ended_at in db.session.execute(statement):
-        length = (ended_at - started_at).total_seconds() / 60
+    seconds = [0.0] * len(periods)
+    for started_at, sessions, total_seconds in _session_buckets(org_id, query):
         position = index.get(_period_of(started_at.astimezone(query.tz).date(), query))
         if position is None:
             continue
-        counts[position] += 1
-        minutes[position] += length
-        total += 1
-        total_minutes += length
+        counts[position] += sessions
+        seconds[position] += total_seconds
+    total = sum(counts)
     return {
         "periods": [period.isoformat() for period in periods],
         "counts": counts,
-        "average_minutes": [round(minutes[i] / counts[i], 1) if counts[i] else 0 for i in range(len(periods))],
+        "average_minutes": [round(seconds[i] / 60 / counts[i], 1) if counts[i] else 0 for i in range(len(periods))],
         "total": total,
-        "average_minutes_overall": round(total_minutes / total, 1) if total else 0,
+        "average_minutes_overall": round(sum(seconds) / 60 / total, 1) if total else 0,
     }
 
 
