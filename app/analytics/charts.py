@@ -1,8 +1,8 @@
 """plotly.js figures (plain data and layout) for the dashboard's numbers; static/analytics.js draws them."""
 
 LAYOUT = {"margin": {"l": 48, "r": 16, "t": 8, "b": 40}, "height": 300, "legend": {"orientation": "h"}}
-# Pixels per bar of a top list, plus the axis below: a list of two bars stays two bars high
-# instead of stretching each bar to fill the full height.
+# Heights in pixels of one bar of a top list and of the axis below it. A list of two bars is drawn
+# two bars high instead of stretching them over the full chart height.
 BAR_LIST_ROW_HEIGHT = 28
 BAR_LIST_AXIS_HEIGHT = 60
 

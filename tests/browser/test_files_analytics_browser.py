@@ -107,3 +107,18 @@ def test_analytics_range_changes_charts(page, make_user, make_api_key, wait_for_
         "file_modified"
     ]
     assert "range=7" in page.url
+    # A top list of one tool is one bar high, not one bar stretched over the full chart height.
+    assert page.evaluate("document.getElementById('chart-top-tools').layout.height") == 88
+
+
+def test_analytics_without_events_explains(page, make_user):
+    user = make_user()
+    sign_in(page, user)
+
+    page.goto("/analytics")
+
+    expect(page.locator("#analytics-empty h2")).to_have_text("No activity yet")
+    expect(page.locator("#analytics-empty a", has_text="Import a git history")).to_have_attribute(
+        "href", "/events/import"
+    )
+    expect(page.locator(".chart")).to_have_count(0)
