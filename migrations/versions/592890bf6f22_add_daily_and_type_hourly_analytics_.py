@@ -1,7 +1,7 @@
 """Add daily and type-hourly analytics rollups, filled from the hourly ones
 
 Revision ID: 592890bf6f22
-Revises: 5a460b13ca26
+Revises: 6260745d8856
 Create Date: 2026-12-04 23:31:42.741780
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '592890bf6f22'
-down_revision = '5a460b13ca26'
+down_revision = '6260745d8856'
 branch_labels = None
 depends_on = None
 
