@@ -9,6 +9,7 @@ worker needs no Stripe key.
 import logging
 from datetime import UTC, datetime
 
+from app.audit.service import record_change, record_system_change
 from app.billing import plans
 from app.billing.models import BillingAccount, Invoice, Subscription
 from app.billing.stripe_client import call, client
@@ -132,6 +133,8 @@ def start_checkout(org, user, plan_key, interval, success_url, cancel_url):
             "subscription_data": {"metadata": metadata},
         },
     )
+    details = {"plan": plan_key, "interval": interval}
+    record_change("billing.checkout_started", org.id, user.id, "organization", org.id, details)
     logger.info("checkout started org=%s user=%s plan=%s session=%s", org.id, user.id, plan_key, session.id)
     return session.url
 
@@ -216,6 +219,7 @@ def _is_stale(row, created, event_type):
 def _subscription_changed(obj, event_type, created):
     org_id = _org_for_customer(obj.get("customer"), obj.get("metadata"))
     subscription = _find_subscription(obj["id"])
+    created_here = subscription is None
     if subscription is None:
         subscription = Subscription(
             org_id=org_id,
@@ -274,6 +278,7 @@ def _subscription_changed(obj, event_type, created):
         .execution_options(synchronize_session=False)
     ).rowcount
     _update_account_plan(subscription)
+    _record_subscription_change(org_id, subscription, event_type, created_here)
     outgoing.emit(org_id, "billing.subscription_updated", _subscription_payload(subscription))
     logger.info(
         "subscription applied org=%s subscription=%s status=%s plan=%s invoices_linked=%s",
@@ -284,6 +289,23 @@ def _subscription_changed(obj, event_type, created):
         linked,
     )
     return org_id
+
+
+def _record_subscription_change(org_id, subscription, event_type, created_here):
+    """Add the audit entry of a subscription change that Stripe reported; the actor is the system."""
+    if event_type == "customer.subscription.deleted":
+        action = "billing.subscription_cancelled"
+    elif created_here:
+        action = "billing.subscription_created"
+    else:
+        action = "billing.subscription_updated"
+    details = {
+        "plan": subscription.plan,
+        "status": subscription.status,
+        "interval": subscription.interval,
+        "stripe_event": event_type,
+    }
+    record_system_change(action, org_id, "subscription", subscription.stripe_id, details)
 
 
 def _subscription_payload(subscription):

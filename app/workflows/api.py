@@ -244,7 +244,7 @@ def update_workflow(workflow_id):
 @operation("Delete a workflow with its versions and runs", status=204, tag=TAG)
 @api_auth_required
 def delete_workflow(workflow_id):
-    service.delete_workflow(g.org_id, workflow_id)
+    service.delete_workflow(g.org_id, workflow_id, g.user.id)
     db.session.commit()
     return "", 204
 
@@ -253,7 +253,7 @@ def delete_workflow(workflow_id):
 @operation("Rotate the secret of the incoming webhook URL", response_model=WorkflowOut, tag=TAG)
 @api_auth_required
 def rotate_webhook_secret(workflow_id):
-    workflow = service.rotate_webhook_token(g.org_id, workflow_id)
+    workflow = service.rotate_webhook_token(g.org_id, workflow_id, g.user.id)
     db.session.commit()
     return jsonify(workflow_json(workflow))
 

@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 
+from app.audit.service import record_change
 from app.billing.limits import check_workflow_count
 from app.errors import NotFound, ValidationError
 from app.extensions import db
@@ -74,12 +75,22 @@ def create_workflow(org_id, user_id, definition, note="", suggestion_id=None):
     _add_version(workflow, definition, user_id, note or ("Created from a suggestion" if suggestion else "Created"))
     if suggestion is not None:
         _accept_suggestion(suggestion, user_id)
+    details = {"name": workflow.name, "version": workflow.version_number}
+    if suggestion is not None:
+        details["suggestion_id"] = suggestion.id
+    _record(workflow, "workflow.created", user_id, details)
     logger.info("workflow created org=%s workflow=%s user=%s", org_id, workflow.id, user_id)
     return workflow
 
 
 def update_workflow(org_id, workflow_id, user_id, definition, note=""):
     """Validate and save a definition as the workflow's next version."""
+    workflow = _save_version(org_id, workflow_id, user_id, definition, note)
+    _record(workflow, "workflow.updated", user_id, {"name": workflow.name, "version": workflow.version_number})
+    return workflow
+
+
+def _save_version(org_id, workflow_id, user_id, definition, note):
     workflow = get_workflow(org_id, workflow_id)
     definition = validate_definition(definition)
     previous_trigger = json.dumps(workflow.definition.get("trigger"), sort_keys=True)
@@ -94,25 +105,33 @@ def update_workflow(org_id, workflow_id, user_id, definition, note=""):
     return workflow
 
 
-def set_enabled(org_id, workflow_id, enabled):
+def set_enabled(org_id, workflow_id, enabled, user_id=None):
+    """Turn the workflow's trigger on or off; a change is recorded in the audit log."""
     workflow = get_workflow(org_id, workflow_id)
+    if workflow.enabled == bool(enabled):
+        return workflow
     workflow.enabled = bool(enabled)
     workflow.updated_at = utcnow()
+    action = "workflow.enabled" if workflow.enabled else "workflow.disabled"
+    _record(workflow, action, user_id, {"name": workflow.name, "version": workflow.version_number})
     return workflow
 
 
-def delete_workflow(org_id, workflow_id):
+def delete_workflow(org_id, workflow_id, user_id=None):
     workflow = get_workflow(org_id, workflow_id)
+    _record(workflow, "workflow.deleted", user_id, {"name": workflow.name, "version": workflow.version_number})
     db.session.delete(workflow)
     logger.info("workflow deleted org=%s workflow=%s", org_id, workflow_id)
 
 
-def rotate_webhook_token(org_id, workflow_id):
+def rotate_webhook_token(org_id, workflow_id, user_id=None):
     """Replace the secret of the incoming webhook URL; the old URL stops working at once."""
     workflow = get_workflow(org_id, workflow_id)
     if workflow.trigger_type != "webhook":
         raise ValidationError("Only workflows with a webhook trigger have a webhook URL.")
     workflow.webhook_token = secrets.token_urlsafe(32)
+    # The entry names the workflow only: the token is the secret part of the URL.
+    _record(workflow, "workflow.webhook_secret_rotated", user_id, {"name": workflow.name})
     logger.info("webhook secret rotated org=%s workflow=%s", org_id, workflow_id)
     return workflow
 
@@ -161,7 +180,14 @@ def diff_versions(org_id, workflow_id, old_number, new_number):
 def restore_version(org_id, workflow_id, number, user_id):
     """Save an old version's definition as a new version."""
     version = get_version(org_id, workflow_id, number)
-    return update_workflow(org_id, workflow_id, user_id, version.definition, note=f"Restored version {number}")
+    workflow = _save_version(org_id, workflow_id, user_id, version.definition, f"Restored version {number}")
+    details = {"name": workflow.name, "version": workflow.version_number, "restored_version": number}
+    _record(workflow, "workflow.version_restored", user_id, details)
+    return workflow
+
+
+def _record(workflow, action, user_id, details):
+    record_change(action, workflow.org_id, user_id, "workflow", workflow.id, details)
 
 
 def export_definition(workflow):

@@ -172,7 +172,7 @@ def export(workflow_id):
 @login_required
 @editor_required
 def delete(workflow_id):
-    service.delete_workflow(current_org().id, workflow_id)
+    service.delete_workflow(current_org().id, workflow_id, current_user.id)
     db.session.commit()
     flash("Deleted the workflow with its versions and runs.", "success")
     return hx_redirect(url_for("workflows.index"))
@@ -182,7 +182,7 @@ def delete(workflow_id):
 @login_required
 @editor_required
 def set_enabled(workflow_id):
-    workflow = service.set_enabled(current_org().id, workflow_id, request.form.get("enabled") == "1")
+    workflow = service.set_enabled(current_org().id, workflow_id, request.form.get("enabled") == "1", current_user.id)
     db.session.commit()
     flash("Enabled the workflow's trigger." if workflow.enabled else "Disabled the workflow's trigger.", "success")
     return hx_redirect(url_for("workflows.detail", workflow_id=workflow_id))
@@ -192,7 +192,7 @@ def set_enabled(workflow_id):
 @login_required
 @editor_required
 def rotate_webhook_secret(workflow_id):
-    service.rotate_webhook_token(current_org().id, workflow_id)
+    service.rotate_webhook_token(current_org().id, workflow_id, current_user.id)
     db.session.commit()
     flash("Made a new webhook URL; the old one no longer starts the workflow.", "success")
     return hx_redirect(url_for("workflows.detail", workflow_id=workflow_id))
