@@ -10,7 +10,7 @@ from flask import Flask, g, jsonify, render_template, request
 from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
-from app import queue
+from app import queue, ratelimit, security
 from app.config import BASE_DIR, load_config
 from app.extensions import csrf, db, login_manager, migrate
 from app.logs import configure_logging
@@ -45,6 +45,7 @@ def create_app(config=None):
     csrf.init_app(app)
     Htmx(app)
     queue.init_app(app)
+    security.init_app(app)
     _configure_sqlite(app)
 
     _register_blueprints(app)
@@ -83,6 +84,8 @@ def _register_blueprints(app):
     from app.analytics import api as _analytics_api  # noqa: F401
     from app.analytics.views import bp as analytics_bp
     from app.api import bp as api_bp
+    from app.audit import api as _audit_api  # noqa: F401
+    from app.audit.views import bp as org_audit_bp
     from app.auth import api as _auth_api  # noqa: F401
     from app.auth.views import bp as auth_bp
     from app.billing import api as _billing_api  # noqa: F401
@@ -104,6 +107,7 @@ def _register_blueprints(app):
 
     app.register_blueprint(admin_bp)
     app.register_blueprint(analytics_bp)
+    app.register_blueprint(org_audit_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(billing_bp)
     app.register_blueprint(events_bp)
@@ -156,6 +160,7 @@ def _register_request_hooks(app):
     # maintenance mode are counted like any other answer.
     metrics.init_app(app)
     maintenance.init_app(app)
+    ratelimit.init_app(app)
     sentry.init_app(app)
 
 

@@ -99,6 +99,12 @@ def load_config(instance_path):
         "PASSWORD_RESET_RATE_LIMIT": _int("PASSWORD_RESET_RATE_LIMIT", 3),
         "PASSWORD_RESET_ADDRESS_RATE_LIMIT": _int("PASSWORD_RESET_ADDRESS_RATE_LIMIT", 20),
         "PASSWORD_RESET_RATE_WINDOW_SECONDS": _int("PASSWORD_RESET_RATE_WINDOW_SECONDS", 3600),
+        # API requests allowed per key (or per client address without one) in each window.
+        "API_RATE_LIMIT": _int("API_RATE_LIMIT", 600),
+        "API_RATE_WINDOW_SECONDS": _int("API_RATE_WINDOW_SECONDS", 60),
+        # Reverse proxies in front of the app that set X-Forwarded-For, -Proto and -Host; 0 ignores
+        # those headers, so a client cannot choose its own address.
+        "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -1,9 +1,18 @@
-"""Fixed-window rate limits counted in Redis (the in-process Redis in the embedded mode)."""
+"""Fixed-window rate limits counted in Redis (the in-process Redis in the embedded mode).
+
+A rate-limited request's response carries the limit it was counted against:
+`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (the Unix time in seconds
+when the window ends, as GitHub's API reports it), and a 429 also `Retry-After` in seconds.
+When one request is counted against several limits, the headers describe the one with the
+fewest requests left.
+"""
 
 import logging
 import time
+from dataclasses import dataclass
 
 import redis
+from flask import g, has_request_context
 
 from app.errors import RateLimited
 from app.queue import get_queues
@@ -11,25 +20,72 @@ from app.queue import get_queues
 logger = logging.getLogger(__name__)
 
 
-def hit(name, limit, window_seconds):
-    """Count one attempt under `name`; return (allowed, seconds until the window resets)."""
+@dataclass(frozen=True)
+class Window:
+    """The state of one limit after counting a request."""
+
+    limit: int
+    remaining: int
+    reset_at: int
+    retry_after: int
+    allowed: bool
+
+
+def count(name, limit, window_seconds):
+    """Count one attempt under `name` and return its Window, or None when Redis failed."""
     connection = get_queues().connection
-    window = int(time.time() // window_seconds)
+    now = time.time()
+    window = int(now // window_seconds)
     key = f"floyo:ratelimit:{name}:{window}"
     try:
         pipeline = connection.pipeline()
         pipeline.incr(key)
         pipeline.expire(key, window_seconds + 1)
-        count, _ = pipeline.execute()
+        attempts, _ = pipeline.execute()
     except redis.RedisError:
-        # Failing open keeps sign-in working while Redis is down; the outage is logged.
+        # Failing open keeps sign-in and the API working while Redis is down; the outage is logged.
         logger.exception("rate limit check failed name=%s", name)
+        return None
+    reset_at = (window + 1) * window_seconds
+    return Window(
+        limit=limit,
+        remaining=max(limit - attempts, 0),
+        reset_at=reset_at,
+        retry_after=max(reset_at - int(now), 1),
+        allowed=attempts <= limit,
+    )
+
+
+def hit(name, limit, window_seconds):
+    """Count one attempt under `name`; return (allowed, seconds until the window resets)."""
+    state = count(name, limit, window_seconds)
+    if state is None:
         return True, 0
-    retry_after = window_seconds - int(time.time() % window_seconds)
-    return count <= limit, max(retry_after, 1)
+    return state.allowed, state.retry_after
 
 
 def enforce(name, limit, window_seconds, message):
-    allowed, retry_after = hit(name, limit, window_seconds)
-    if not allowed:
-        raise RateLimited(f"{message} Try again in {retry_after} seconds.", retry_after)
+    """Count one attempt under `name` and raise RateLimited (429) past `limit` in the window.
+
+    The window is also kept for the X-RateLimit-* headers of the response.
+    """
+    state = count(name, limit, window_seconds)
+    if state is None:
+        return
+    if has_request_context():
+        shown = g.get("rate_limit_window")
+        if shown is None or state.remaining < shown.remaining or not state.allowed:
+            g.rate_limit_window = state
+    if not state.allowed:
+        raise RateLimited(f"{message} Try again in {state.retry_after} seconds.", state.retry_after)
+
+
+def init_app(app):
+    @app.after_request
+    def add_rate_limit_headers(response):
+        state = g.get("rate_limit_window")
+        if state is not None:
+            response.headers["X-RateLimit-Limit"] = str(state.limit)
+            response.headers["X-RateLimit-Remaining"] = str(state.remaining)
+            response.headers["X-RateLimit-Reset"] = str(state.reset_at)
+        return response

@@ -2,12 +2,13 @@
 
 import functools
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_login import current_user
 
 from app.api.errors import ApiError
 from app.auth import service as auth_service
 from app.billing.limits import count_api_call
+from app.ratelimit import enforce
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -24,7 +25,8 @@ def api_auth_required(view):
     """Require an API key; reads may also come from a signed-in browser session.
 
     Writes never accept the cookie: the API is exempt from CSRF, so a cookie-authenticated write
-    could be forged by another site.
+    could be forged by another site. Requests are rate-limited per key, and per client address
+    when they come with the cookie, a wrong key or none.
     """
 
     @functools.wraps(view)
@@ -32,6 +34,7 @@ def api_auth_required(view):
         raw_key = _bearer_key()
         if raw_key is not None:
             api_key = auth_service.authenticate_api_key(raw_key)
+            _limit_rate(f"key:{api_key.id}" if api_key is not None else f"address:{request.remote_addr}")
             if api_key is None:
                 raise ApiError(
                     401, "invalid_api_key", "The API key is invalid or revoked. Create a new key in Settings."
@@ -44,10 +47,13 @@ def api_auth_required(view):
         elif request.method in SAFE_METHODS and current_user.is_authenticated:
             from app.orgs.service import current_org
 
+            _limit_rate(f"address:{request.remote_addr}")
+
             g.api_key = None
             g.user = current_user
             g.org_id = current_org().id
         else:
+            _limit_rate(f"address:{request.remote_addr}")
             raise ApiError(
                 401,
                 "missing_api_key",
@@ -58,3 +64,12 @@ def api_auth_required(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def _limit_rate(bucket):
+    """Count the request against API_RATE_LIMIT per API_RATE_WINDOW_SECONDS; 0 turns the limit off."""
+    limit = current_app.config["API_RATE_LIMIT"]
+    if limit <= 0:
+        return
+    window = current_app.config["API_RATE_WINDOW_SECONDS"]
+    enforce(f"api:{bucket}", limit, window, f"Too many API requests: the limit is {limit} per {window} seconds.")
