@@ -1,14 +1,13 @@
 """Response headers that protect pages (CSP, HSTS) and the client address behind trusted proxies."""
 
-from flask import request
+import functools
+
+from flask import g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 # Scripts and styles come only from static/. HTMX needs no inline script or eval for the
 # attributes used here, and its indicator <style> is turned off by the htmx-config meta tag in
-# base.html. Plotly's global stylesheet is served as static/plotly.css for the same reason.
-# style-src also allows 'unsafe-inline' because plotly.js 4.1.1 still inserts <style> elements
-# (per-chart hover and modebar rules) that a static file cannot replace; inline styles cannot
-# run code, so scripts stay strict.
+# base.html (app.css has those rules).
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'self'",
@@ -21,6 +20,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+# Pages with plotly charts: plotly.js 4.1.1 inserts <style> elements (its chart rules and the
+# bundled maplibre rules) and style attributes as it draws, so those pages allow inline styles.
+# Inline styles cannot run code; scripts stay as strict as on every other page.
+CHART_PAGE_POLICY = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 HSTS = "max-age=31536000; includeSubDomains"
 
 
@@ -42,9 +45,21 @@ def init_app(app):
     @app.after_request
     def add_security_headers(response):
         if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            policy = CHART_PAGE_POLICY if g.get("csp_inline_styles") else CONTENT_SECURITY_POLICY
+            response.headers.setdefault("Content-Security-Policy", policy)
         # Only over HTTPS (after ProxyFix): a browser ignores HSTS sent over plain HTTP anyway, and
         # a local plain-HTTP install must not pin itself to HTTPS.
         if request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
+
+
+def allow_inline_styles(view):
+    """Send CHART_PAGE_POLICY, which allows inline styles, with this view's pages (for plotly charts)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.csp_inline_styles = True
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -12,6 +12,7 @@ from app.admin.views import bp
 from app.auth.forms import EmptyForm
 from app.errors import ServiceError
 from app.extensions import db
+from app.security import allow_inline_styles
 
 
 @bp.get("/")
@@ -66,6 +67,7 @@ def end_maintenance():
 
 @bp.get("/stats")
 @admin_required
+@allow_inline_styles
 def site_stats():
     """Chart sign-ups, active users, events, runs and webhooks per day."""
     try:

@@ -15,12 +15,14 @@ from app.extensions import db
 from app.htmx import is_htmx
 from app.orgs.service import current_org
 from app.queue import enqueue_after_commit
+from app.security import allow_inline_styles
 
 bp = Blueprint("analytics", __name__)
 
 
 @bp.get("/analytics")
 @login_required
+@allow_inline_styles
 def index():
     """Charts of the organization's activity; HTMX requests get the charts fragment only."""
     org = current_org()
