@@ -73,8 +73,8 @@ def enforce(name, limit, window_seconds, message):
     if state is None:
         return
     if has_request_context():
-        shown = g.get("rate_limit_window")
-        if shown is None or state.remaining < shown.remaining or not state.allowed:
+        reported = g.get("rate_limit_window")
+        if reported is None or state.remaining < reported.remaining or not state.allowed:
             g.rate_limit_window = state
     if not state.allowed:
         raise RateLimited(f"{message} Try again in {state.retry_after} seconds.", state.retry_after)
