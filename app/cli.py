@@ -64,13 +64,26 @@ def create_user(email, password, name, admin):
 @floyo.command("create-api-key")
 @click.option("--email", required=True, help="The user the key acts for.")
 @click.option("--name", default="cli", show_default=True, help="A name to recognise the key by.")
-def create_api_key(email, name):
+@click.option(
+    "--scopes",
+    default="read,write",
+    show_default=True,
+    help="Comma-separated scopes of the key: a subset of read, write and admin.",
+)
+def create_api_key(email, name, scopes):
     """Create an API key for the user's personal organization; the key is the last line printed."""
     user = _user_or_exit(email)
     org = personal_org(user)
-    raw, api_key = auth_service.create_api_key(user, org.id, name)
+    try:
+        raw, api_key = auth_service.create_api_key(user, org.id, name, scopes=scopes)
+    except ServiceError as error:
+        db.session.rollback()
+        raise click.ClickException(error.message) from error
     db.session.commit()
-    click.echo(f"Created API key {api_key.prefix} for {user.email} in organization {org.id}. It is shown only once:")
+    click.echo(
+        f"Created API key {api_key.prefix} with scopes {api_key.scopes} for {user.email} "
+        f"in organization {org.id}. It is shown only once:"
+    )
     click.echo(raw)
 
 

@@ -9,6 +9,7 @@ from app.api import bp
 from app.api.auth import api_auth_required
 from app.api.errors import ApiError
 from app.api.openapi import operation
+from app.orgs.access import role_required
 
 QUERY_PARAMETERS = [
     ("range", "string", "7, 30 or 90 (the last days up to today), or custom with from and to. Default 30."),
@@ -60,6 +61,7 @@ class DashboardResponse(BaseModel):
     tag="analytics",
 )
 @api_auth_required
+@role_required("viewer")
 def analytics_dashboard():
     """The same numbers the analytics page shows."""
     query = parse_query(request.args, g.org_id)
@@ -74,6 +76,7 @@ def analytics_dashboard():
     tag="analytics",
 )
 @api_auth_required
+@role_required("viewer")
 def analytics_trends():
     """Each headline figure now and in the period before, with the change."""
     query = parse_query(request.args, g.org_id)
@@ -87,6 +90,7 @@ def analytics_trends():
     tag="analytics",
 )
 @api_auth_required
+@role_required("viewer")
 def analytics_export():
     """Stream the events of the range; CSV cells that would run as formulas are made inert."""
     export_format = (request.args.get("format") or "csv").lower()

@@ -13,6 +13,7 @@ from app.errors import ValidationError
 from app.events.models import EVENT_TYPES
 from app.extensions import db
 from app.htmx import is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 from app.queue import enqueue_after_commit
 from app.security import allow_inline_styles
@@ -22,6 +23,7 @@ bp = Blueprint("analytics", __name__)
 
 @bp.get("/analytics")
 @login_required
+@role_required("viewer")
 @allow_inline_styles
 def index():
     """Charts of the organization's activity; HTMX requests get the charts fragment only."""
@@ -47,6 +49,7 @@ def index():
 
 @bp.post("/analytics/export")
 @login_required
+@role_required("member")
 def export_to_files():
     """Start an export job that leaves its file in the file manager's Exports folder."""
     org = current_org()
@@ -74,6 +77,7 @@ def export_to_files():
 
 @bp.get("/analytics/exports/<job_id>")
 @login_required
+@role_required("viewer")
 def export_status(job_id):
     """The state of an export job; the fragment polls itself until the job has finished or failed."""
     status = export_job_status(current_org().id, job_id)

@@ -7,6 +7,7 @@ from flask_login import current_user
 
 from app.api.errors import ApiError
 from app.auth import service as auth_service
+from app.auth.scopes import scope_for_request
 from app.billing.limits import count_api_call
 from app.ratelimit import enforce
 
@@ -21,24 +22,41 @@ def _bearer_key():
     return value.strip()
 
 
+def require_scope(api_key, scope):
+    """Raise a 403 `insufficient_scope` ApiError unless `api_key` carries `scope`."""
+    if not api_key.has_scope(scope):
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            f"This request needs an API key with the {scope} scope; this key has {api_key.scopes}. "
+            "Create a key with that scope in Settings.",
+            {"required_scope": scope, "key_scopes": api_key.scope_list},
+        )
+
+
 def api_auth_required(view):
     """Require an API key; reads may also come from a signed-in browser session.
 
     Writes never accept the cookie: the API is exempt from CSRF, so a cookie-authenticated write
     could be forged by another site. Requests are rate-limited per key, and per client address
-    when they come with the cookie, a wrong key or none.
+    when they come with the cookie, a wrong key or none. A key needs the read scope for GET, HEAD
+    and OPTIONS and the write scope for other methods; `role_required` adds the admin scope on
+    admin routes.
     """
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         raw_key = _bearer_key()
         if raw_key is not None:
-            api_key = auth_service.authenticate_api_key(raw_key)
+            api_key, reason = auth_service.check_api_key(raw_key)
             _limit_rate(f"key:{api_key.id}" if api_key is not None else f"address:{request.remote_addr}")
+            if reason == "expired":
+                raise ApiError(401, "api_key_expired", "The API key has expired. Create a new key in Settings.")
             if api_key is None:
                 raise ApiError(
                     401, "invalid_api_key", "The API key is invalid or revoked. Create a new key in Settings."
                 )
+            require_scope(api_key, scope_for_request(request.method))
             g.api_key = api_key
             g.user = api_key.user
             g.org_id = api_key.org_id

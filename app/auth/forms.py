@@ -1,6 +1,9 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.auth.scopes import DEFAULT_SCOPES, EXPIRY_DAY_CHOICES, ROLE_SCOPES, SCOPES
 
 
 class SignUpForm(FlaskForm):
@@ -18,6 +21,37 @@ class SignInForm(FlaskForm):
 
 class ApiKeyForm(FlaskForm):
     name = StringField("Key name", validators=[DataRequired(), Length(max=100)])
+    scopes = SelectMultipleField(
+        "Scopes",
+        choices=[(scope, scope) for scope in SCOPES],
+        default=list(DEFAULT_SCOPES),
+        option_widget=CheckboxInput(),
+        widget=ListWidget(prefix_label=False),
+        validators=[DataRequired(message="Choose at least one scope for the key.")],
+    )
+    expires_in_days = SelectField(
+        "Expires",
+        choices=[("never", "never")] + [(str(days), f"in {days} days") for days in EXPIRY_DAY_CHOICES],
+        default="never",
+    )
+
+    def limit_scopes_to(self, role):
+        """Offer only the scopes `role` may give its keys, and pre-select the defaults among them."""
+        allowed = ROLE_SCOPES.get(role, ())
+        self.scopes.choices = [(scope, scope) for scope in SCOPES if scope in allowed]
+        if not self.is_submitted():
+            self.scopes.data = [scope for scope in DEFAULT_SCOPES if scope in allowed]
+
+    def expires_in_days_value(self):
+        """Return the chosen expiry in days, or None for a key that never expires."""
+        return None if self.expires_in_days.data == "never" else int(self.expires_in_days.data)
+
+    def first_error(self):
+        """Return the first validation message, prefixed with its field's label."""
+        for field in self:
+            if field.errors:
+                return f"{field.label.text}: {field.errors[0]}"
+        return "The form is invalid."
 
 
 class EmptyForm(FlaskForm):

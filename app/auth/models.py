@@ -64,7 +64,11 @@ class ApiKey(db.Model):
     prefix = db.Column(db.String(32), nullable=False, unique=True)
     key_hash = db.Column(db.String(64), nullable=False, unique=True)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    # Comma-separated subset of read, write and admin, in that order (see `app.auth.scopes`).
+    scopes = db.Column(db.String(32), nullable=False, default="read,write", server_default="read,write")
     last_used_at = db.Column(UTCDateTime)
+    # None means the key never expires.
+    expires_at = db.Column(UTCDateTime)
     revoked_at = db.Column(UTCDateTime)
 
     user = db.relationship("User")
@@ -73,6 +77,16 @@ class ApiKey(db.Model):
     @property
     def is_revoked(self):
         return self.revoked_at is not None
+
+    @property
+    def scope_list(self):
+        return [scope for scope in (self.scopes or "").split(",") if scope]
+
+    def has_scope(self, scope):
+        return scope in self.scope_list
+
+    def is_expired(self, now=None):
+        return self.expires_at is not None and self.expires_at <= (now or utcnow())
 
 
 class AccountToken(db.Model):

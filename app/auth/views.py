@@ -16,6 +16,7 @@ from app.auth.forms import ApiKeyForm, EmptyForm, SignInForm, SignUpForm
 from app.errors import ServiceError
 from app.extensions import db, login_manager
 from app.htmx import hx_redirect, is_htmx
+from app.orgs.access import current_membership, role_allows, role_required
 from app.orgs.service import current_org
 from app.ratelimit import enforce
 from app.timeutil import utcnow
@@ -153,14 +154,20 @@ def signout():
 
 @bp.get("/settings")
 @login_required
+@role_required("viewer")
 def settings():
-    """Sessions and API keys of the signed-in user."""
+    """Sessions and API keys of the signed-in user; admins also see every key of the organization."""
     org = current_org()
+    role = current_membership().role
+    manages_keys = role_allows(role, "admin")
+    form = ApiKeyForm()
+    form.limit_scopes_to(role)
     return render_template(
         "auth/settings.html",
         sessions=service.list_sessions(current_user),
-        api_keys=service.list_api_keys(current_user, org.id),
-        key_form=ApiKeyForm(),
+        api_keys=service.list_api_keys(current_user, org.id, all_users=manages_keys),
+        manages_keys=manages_keys,
+        key_form=form,
         button_form=EmptyForm(),
         new_key=session.pop("new_api_key", None),
         org=org,
@@ -169,14 +176,31 @@ def settings():
 
 @bp.post("/settings/api-keys")
 @login_required
+@role_required("viewer")
 def create_api_key():
     """Create an API key; its value is shown once on the next page and never again."""
+    # Every scope is a valid choice here, so the service rejects one above the role with a message
+    # that names the role.
     form = ApiKeyForm()
     if not form.validate_on_submit():
-        flash("Give the key a name of at most 100 characters.", "error")
+        flash(form.first_error(), "error")
         return redirect(url_for("auth.settings"))
-    raw, api_key = service.create_api_key(current_user, current_org().id, form.name.data)
+
+    try:
+        raw, api_key = service.create_api_key(
+            current_user,
+            current_org().id,
+            form.name.data,
+            scopes=form.scopes.data,
+            expires_in_days=form.expires_in_days_value(),
+            ip_address=_client_address(),
+        )
+    except ServiceError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("auth.settings"))
     db.session.commit()
+
     # Kept in the signed session cookie for one redirect only; the server stores just its hash.
     session["new_api_key"] = {"name": api_key.name, "key": raw}
     flash("API key created. Copy it now: it will not be shown again.", "success")
@@ -185,9 +209,11 @@ def create_api_key():
 
 @bp.post("/settings/api-keys/<int:key_id>/revoke")
 @login_required
+@role_required("viewer")
 def revoke_api_key(key_id):
-    """Revoke one of the user's API keys at once."""
-    service.revoke_api_key(current_user, current_org().id, key_id)
+    """Revoke one of the user's API keys at once; admins may revoke any key of the organization."""
+    any_user = role_allows(current_membership().role, "admin")
+    service.revoke_api_key(current_user, current_org().id, key_id, any_user=any_user, ip_address=_client_address())
     db.session.commit()
     flash("API key revoked.", "success")
     return hx_redirect(url_for("auth.settings"))

@@ -8,6 +8,7 @@ from app.api.auth import api_auth_required
 from app.api.openapi import operation
 from app.billing import limits, plans, service
 from app.billing.stripe_client import is_configured
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 
 
@@ -34,6 +35,7 @@ class BillingOut(BaseModel):
 @bp.get("/billing")
 @operation("Show the organization's plan, subscription and usage this month", response_model=BillingOut, tag="Billing")
 @api_auth_required
+@role_required("viewer")
 def get_billing():
     account = service.get_account(g.org_id)
     subscription = account.subscription if account else None

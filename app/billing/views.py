@@ -8,6 +8,7 @@ from app.billing.stripe_client import is_configured
 from app.errors import ServiceError
 from app.extensions import db
 from app.htmx import hx_redirect
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 
 bp = Blueprint("billing", __name__)
@@ -15,6 +16,7 @@ bp = Blueprint("billing", __name__)
 
 @bp.get("/billing")
 @login_required
+@role_required("viewer")
 def index():
     """Show the organization's plan, usage and invoices to its members."""
     org = current_org()
@@ -39,6 +41,7 @@ def index():
 
 @bp.post("/billing/checkout")
 @login_required
+@role_required("owner")
 def checkout():
     """Send an owner to Stripe Checkout for the chosen plan and interval."""
     org = current_org()
@@ -65,6 +68,7 @@ def checkout():
 
 @bp.post("/billing/portal")
 @login_required
+@role_required("owner")
 def portal():
     """Send an owner to the Stripe customer portal (payment methods, invoices, cancellation)."""
     org = current_org()

@@ -23,6 +23,7 @@ from app.events.schemas import (
     summarize,
 )
 from app.extensions import db
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 
 LIST_QUERY = [
@@ -39,6 +40,7 @@ LIST_QUERY = [
 @bp.post("/events")
 @operation("Record one event", request_model=EventIn, response_model=EventOut, status=201, tag="events")
 @api_auth_required
+@role_required("member")
 def create_event():
     """Store one event: 201 with its Location, or 200 with the stored event when its event_id was seen before."""
     body = _json_object(request.get_data())
@@ -65,6 +67,7 @@ def create_event():
     tag="events",
 )
 @api_auth_required
+@role_required("member")
 def create_event_batch():
     """Store the valid items of a batch and report on every item: 200 if any was stored or known, else 422."""
     data = _batch_body()
@@ -101,6 +104,7 @@ def create_event_batch():
 @bp.get("/events")
 @operation("List events, newest first", response_model=EventPage, query=LIST_QUERY, tag="events")
 @api_auth_required
+@role_required("viewer")
 def list_events():
     """List a page of the organization's events with the filters applied, and the cursor of the next page."""
     filters = service.parse_filters(request.args)
@@ -117,6 +121,7 @@ def list_events():
 @bp.get("/events/<int:event_pk>")
 @operation("Read one event", response_model=EventOut, tag="events")
 @api_auth_required
+@role_required("viewer")
 def get_event(event_pk):
     """Return one event of the organization; another organization's event is not found (404)."""
     return _json_response(_event_json(service.get_event(g.org_id, event_pk)), 200)

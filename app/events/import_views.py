@@ -13,6 +13,7 @@ from app.events.jobs import run_git_import_job
 from app.events.views import bp
 from app.extensions import db
 from app.htmx import is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 from app.queue import enqueue_after_commit
 
@@ -25,6 +26,7 @@ class GitLogUploadForm(FlaskForm):
 
 @bp.get("/events/import")
 @login_required
+@role_required("member")
 def import_form():
     """Upload form for a git log, with the organization's recent imports."""
     return _render_import_page(GitLogUploadForm())
@@ -32,6 +34,7 @@ def import_form():
 
 @bp.post("/events/import")
 @login_required
+@role_required("member")
 def import_upload():
     """Check an uploaded git log, store it and start its import in the background."""
     form = GitLogUploadForm()
@@ -60,6 +63,7 @@ def import_upload():
 
 @bp.get("/events/import/<int:import_id>")
 @login_required
+@role_required("viewer")
 def import_status(import_id):
     """Progress of one import: the whole page, or for HTMX polling the progress fragment alone."""
     git_import = gitimport.get_import(current_org().id, import_id)

@@ -8,6 +8,7 @@ from app.errors import ServiceError
 from app.events import service
 from app.events.models import EVENT_TYPES
 from app.htmx import is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 
 bp = Blueprint("events", __name__)
@@ -18,6 +19,7 @@ FILTER_NAMES = ("type", "tool", "path_prefix", "from", "to")
 
 @bp.get("/events")
 @login_required
+@role_required("viewer")
 def index():
     """Browse the organization's events, newest first, with filters and pages of PAGE_SIZE."""
     org = current_org()

@@ -12,6 +12,7 @@ from app.api.pagination import decode_cursor, encode_cursor, parse_limit
 from app.extensions import db
 from app.files import service
 from app.files.http import file_response, receive_uploads
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 
 
@@ -84,6 +85,7 @@ def _optional_int(name):
     tag="files",
 )
 @api_auth_required
+@role_required("member")
 def upload_files():
     """Store each file of the form; the content type is detected from the bytes."""
     uploads, limit = receive_uploads()
@@ -113,6 +115,7 @@ def upload_files():
     tag="files",
 )
 @api_auth_required
+@role_required("viewer")
 def list_files():
     """The organization's files, oldest first, with the storage it uses."""
     limit = parse_limit()
@@ -147,6 +150,7 @@ def list_files():
 @bp.get("/files/<int:file_id>")
 @operation("A file's metadata", response_model=FileResponse, tag="files")
 @api_auth_required
+@role_required("viewer")
 def get_file(file_id):
     """Metadata of one file, in the trash or not."""
     return jsonify({"data": _file_out(service.get_file(g.org_id, file_id))})
@@ -155,6 +159,7 @@ def get_file(file_id):
 @bp.get("/files/<int:file_id>/content")
 @operation("Download a file's bytes (always as an attachment)", tag="files")
 @api_auth_required
+@role_required("viewer")
 def file_content(file_id):
     """The file's bytes, as an attachment under its display name."""
     return file_response(service.get_file(g.org_id, file_id, trashed=False))
@@ -163,6 +168,7 @@ def file_content(file_id):
 @bp.patch("/files/<int:file_id>")
 @operation("Rename or move a file", request_model=FileUpdate, response_model=FileResponse, tag="files")
 @api_auth_required
+@role_required("member")
 def update_file(file_id):
     """Rename the file, move it to another folder, or both."""
     try:
@@ -189,6 +195,7 @@ def update_file(file_id):
     tag="files",
 )
 @api_auth_required
+@role_required("member")
 def delete_file(file_id):
     """Trash the file; with permanent=true delete it and its bytes."""
     if request.args.get("permanent", "").lower() in ("1", "true", "yes"):
@@ -202,6 +209,7 @@ def delete_file(file_id):
 @bp.post("/files/<int:file_id>/restore")
 @operation("Take a file out of the trash", response_model=FileResponse, tag="files")
 @api_auth_required
+@role_required("member")
 def restore_file(file_id):
     """Restore a trashed file."""
     stored = service.restore_file(g.org_id, file_id)

@@ -9,6 +9,7 @@ from app.extensions import db
 from app.files import service
 from app.files.http import file_response, receive_uploads
 from app.htmx import hx_redirect, is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 
 bp = Blueprint("files", __name__)
@@ -38,6 +39,7 @@ def _form_failed(problem, location):
 
 @bp.get("/files")
 @login_required
+@role_required("viewer")
 def index():
     """A folder's files and subfolders, or the files whose names match a search."""
     org = current_org()
@@ -70,6 +72,7 @@ def index():
 
 @bp.post("/files/upload")
 @login_required
+@role_required("member")
 def upload():
     """Store the uploaded files; the page's uploader sends one file a request and reads JSON."""
     org = current_org()
@@ -92,6 +95,7 @@ def upload():
 
 @bp.get("/files/<int:file_id>")
 @login_required
+@role_required("viewer")
 def detail(file_id):
     """One file: its details, with forms to rename, move and delete it."""
     org = current_org()
@@ -101,6 +105,7 @@ def detail(file_id):
 
 @bp.post("/files/<int:file_id>/rename")
 @login_required
+@role_required("member")
 def rename(file_id):
     """Rename a file; an invalid name is flashed on the file's page."""
     try:
@@ -114,6 +119,7 @@ def rename(file_id):
 
 @bp.post("/files/<int:file_id>/move")
 @login_required
+@role_required("member")
 def move(file_id):
     """Move a file to another folder, or to the top level."""
     stored = service.move_file(current_org().id, file_id, _int_arg(request.form, "folder_id"))
@@ -124,6 +130,7 @@ def move(file_id):
 
 @bp.post("/files/<int:file_id>/delete")
 @login_required
+@role_required("member")
 def delete(file_id):
     """Move a file to the trash."""
     stored = service.trash_file(current_org().id, file_id)
@@ -134,6 +141,7 @@ def delete(file_id):
 
 @bp.post("/files/<int:file_id>/restore")
 @login_required
+@role_required("member")
 def restore(file_id):
     """Take a file out of the trash."""
     stored = service.restore_file(current_org().id, file_id)
@@ -144,6 +152,7 @@ def restore(file_id):
 
 @bp.get("/files/<int:file_id>/download")
 @login_required
+@role_required("viewer")
 def download(file_id):
     """The file's bytes as an attachment."""
     return file_response(service.get_file(current_org().id, file_id, trashed=False))
@@ -151,6 +160,7 @@ def download(file_id):
 
 @bp.get("/files/<int:file_id>/preview")
 @login_required
+@role_required("viewer")
 def preview(file_id):
     """Images and PDFs inline; every other type still downloads as an attachment."""
     return file_response(service.get_file(current_org().id, file_id, trashed=False), inline=True)
@@ -158,6 +168,7 @@ def preview(file_id):
 
 @bp.get("/files/trash")
 @login_required
+@role_required("viewer")
 def trash():
     """Files in the trash, newest first."""
     org = current_org()
@@ -167,6 +178,7 @@ def trash():
 
 @bp.post("/files/trash/empty")
 @login_required
+@role_required("member")
 def empty_trash():
     """Delete every file in the trash for good."""
     count = service.empty_trash(current_org().id)
@@ -177,6 +189,7 @@ def empty_trash():
 
 @bp.post("/folders")
 @login_required
+@role_required("member")
 def create_folder():
     """Create a folder in the current folder; an invalid or taken name is flashed on the listing."""
     parent_id = _int_arg(request.form, "parent_id")
@@ -191,6 +204,7 @@ def create_folder():
 
 @bp.post("/folders/<int:folder_id>/delete")
 @login_required
+@role_required("member")
 def delete_folder(folder_id):
     """Delete an empty folder; for a folder that is not empty the reason is flashed."""
     try:

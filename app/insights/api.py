@@ -18,6 +18,7 @@ from app.insights.schemas import (
     SuggestionPage,
 )
 from app.insights.suggestions import SUGGESTED_KINDS, pattern_summary
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 
 PATTERN_QUERY = [
@@ -37,6 +38,7 @@ SUGGESTION_QUERY = [
 @bp.get("/patterns")
 @operation("List patterns, strongest first", response_model=PatternPage, query=PATTERN_QUERY, tag="insights")
 @api_auth_required
+@role_required("viewer")
 def list_patterns():
     """List the organization's patterns by score descending, then id, one page at a time."""
     kind = service.parse_kind(request.args.get("kind"))
@@ -54,6 +56,7 @@ def list_patterns():
 @bp.get("/patterns/<int:pattern_id>")
 @operation("Read one pattern", response_model=PatternOut, tag="insights")
 @api_auth_required
+@role_required("viewer")
 def get_pattern(pattern_id):
     """Return one pattern of the organization; another organization's pattern is not found."""
     return jsonify(pattern_json(service.get_pattern(g.org_id, pattern_id)))
@@ -62,6 +65,7 @@ def get_pattern(pattern_id):
 @bp.get("/suggestions")
 @operation("List suggestions, best ranked first", response_model=SuggestionPage, query=SUGGESTION_QUERY, tag="insights")
 @api_auth_required
+@role_required("viewer")
 def list_suggestions():
     """List the organization's suggestions with a status (open by default), best ranked first."""
     status = service.parse_status(request.args.get("status"))
@@ -79,6 +83,7 @@ def list_suggestions():
 @bp.get("/suggestions/<int:suggestion_id>")
 @operation("Read one suggestion", response_model=SuggestionOut, tag="insights")
 @api_auth_required
+@role_required("viewer")
 def get_suggestion(suggestion_id):
     """Return one suggestion of the organization; another organization's suggestion is not found."""
     return jsonify(suggestion_json(service.get_suggestion(g.org_id, suggestion_id)))
@@ -87,6 +92,7 @@ def get_suggestion(suggestion_id):
 @bp.post("/suggestions/<int:suggestion_id>/accept")
 @operation("Accept a suggestion", response_model=SuggestionOut, tag="insights")
 @api_auth_required
+@role_required("member")
 def accept_suggestion(suggestion_id):
     """Mark the suggestion accepted; kinds that are accepted rank higher from now on."""
     suggestion = service.accept_suggestion(g.org_id, suggestion_id, g.user.id)
@@ -97,6 +103,7 @@ def accept_suggestion(suggestion_id):
 @bp.post("/suggestions/<int:suggestion_id>/dismiss")
 @operation("Dismiss a suggestion", response_model=SuggestionOut, tag="insights")
 @api_auth_required
+@role_required("member")
 def dismiss_suggestion(suggestion_id):
     """Mark the suggestion dismissed; kinds that are dismissed rank lower from now on."""
     suggestion = service.dismiss_suggestion(g.org_id, suggestion_id, g.user.id)
@@ -107,6 +114,7 @@ def dismiss_suggestion(suggestion_id):
 @bp.post("/analysis/run")
 @operation("Queue an analysis of the organization's events", response_model=AnalysisRunOut, status=202, tag="insights")
 @api_auth_required
+@role_required("member")
 def run_analysis():
     """Queue a full analysis; a run already queued is not queued twice."""
     enqueued = service.request_analysis(g.org_id)
@@ -117,6 +125,7 @@ def run_analysis():
 @bp.get("/analysis/status")
 @operation("How the last analysis went", response_model=AnalysisStatusOut, tag="insights")
 @api_auth_required
+@role_required("viewer")
 def analysis_status():
     """Return the organization's analysis state and its pattern and suggestion counts."""
     return jsonify(status_json(g.org_id))

@@ -12,6 +12,7 @@ from app.htmx import hx_trigger, is_htmx
 from app.insights import service
 from app.insights.dashboard import KIND_TITLES, activity_summary
 from app.insights.models import PATTERN_KINDS
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 
 bp = Blueprint("insights", __name__)
@@ -35,6 +36,7 @@ def _org_id():
 
 @bp.get("/")
 @login_required
+@role_required("viewer")
 def dashboard():
     """Activity summary, recent events, the strongest patterns and the top suggestions."""
     org_id = _org_id()
@@ -44,6 +46,7 @@ def dashboard():
 
 @bp.get("/dashboard/<section>")
 @login_required
+@role_required("viewer")
 def dashboard_section(section):
     """Render one dashboard section as a fragment, for HTMX to refresh in place."""
     if section not in DASHBOARD_SECTIONS:
@@ -79,6 +82,7 @@ def _merge(context):
 
 @bp.get("/patterns")
 @login_required
+@role_required("viewer")
 def patterns():
     """Patterns of one kind or all, strongest first, a page at a time."""
     org_id = _org_id()
@@ -108,6 +112,7 @@ def patterns():
 
 @bp.get("/patterns/<int:pattern_id>")
 @login_required
+@role_required("viewer")
 def pattern(pattern_id):
     """Show one pattern with all its numbers, and its suggestion if it has one."""
     org_id = _org_id()
@@ -118,6 +123,7 @@ def pattern(pattern_id):
 
 @bp.get("/suggestions")
 @login_required
+@role_required("viewer")
 def suggestions():
     """Suggestions ranked by their evidence and by what the organization accepted and dismissed."""
     org_id = _org_id()
@@ -148,6 +154,7 @@ def suggestions():
 
 @bp.get("/suggestions/<int:suggestion_id>")
 @login_required
+@role_required("viewer")
 def suggestion(suggestion_id):
     """Show a suggestion with its evidence, sample code and workflow draft."""
     org_id = _org_id()
@@ -157,6 +164,7 @@ def suggestion(suggestion_id):
 
 @bp.post("/suggestions/<int:suggestion_id>/accept")
 @login_required
+@role_required("member")
 def accept(suggestion_id):
     """Accept a suggestion: the card is swapped in place for HTMX, the page reloads otherwise."""
     return _decide(suggestion_id, service.accept_suggestion, "Suggestion accepted.")
@@ -164,6 +172,7 @@ def accept(suggestion_id):
 
 @bp.post("/suggestions/<int:suggestion_id>/dismiss")
 @login_required
+@role_required("member")
 def dismiss(suggestion_id):
     """Dismiss a suggestion; suggestions of this kind rank lower from now on."""
     return _decide(suggestion_id, service.dismiss_suggestion, "Suggestion dismissed.")

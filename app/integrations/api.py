@@ -12,6 +12,7 @@ from app.api.openapi import operation
 from app.extensions import db
 from app.integrations import service
 from app.integrations.catalogue import CATALOGUE
+from app.orgs.access import role_required
 
 TAG = "integrations"
 
@@ -58,6 +59,7 @@ def _body():
 @bp.get("/integrations/catalogue")
 @operation("The kinds of integration and their settings schemas", tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def integration_catalogue():
     return jsonify(
         {
@@ -72,6 +74,7 @@ def integration_catalogue():
 @bp.get("/integrations")
 @operation("List integrations", response_model=IntegrationList, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def list_integrations():
     return jsonify({"data": [service.public_view(item) for item in service.list_integrations(g.org_id)]})
 
@@ -81,6 +84,7 @@ def list_integrations():
     "Connect an integration", request_model=IntegrationCreate, response_model=IntegrationOut, status=201, tag=TAG
 )
 @api_auth_required
+@role_required("admin")
 def create_integration():
     body, settings = _body()
     integration = service.create_integration(g.org_id, g.user.id, body.get("name"), body.get("kind"), settings)
@@ -94,6 +98,7 @@ def create_integration():
 @bp.get("/integrations/<int:integration_id>")
 @operation("Get an integration (secrets are never returned)", response_model=IntegrationOut, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def get_integration(integration_id):
     return jsonify(service.public_view(service.get_integration(g.org_id, integration_id)))
 
@@ -101,6 +106,7 @@ def get_integration(integration_id):
 @bp.patch("/integrations/<int:integration_id>")
 @operation("Change an integration", request_model=IntegrationUpdate, response_model=IntegrationOut, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def update_integration(integration_id):
     body, settings = _body()
     integration = service.update_integration(g.org_id, integration_id, settings, name=body.get("name"))
@@ -111,6 +117,7 @@ def update_integration(integration_id):
 @bp.delete("/integrations/<int:integration_id>")
 @operation("Delete an integration", status=204, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def delete_integration(integration_id):
     service.delete_integration(g.org_id, integration_id)
     db.session.commit()
@@ -120,6 +127,7 @@ def delete_integration(integration_id):
 @bp.post("/integrations/<int:integration_id>/test")
 @operation("Test the connection and record the result", response_model=IntegrationOut, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def test_integration(integration_id):
     integration = service.test_integration(g.org_id, integration_id)
     db.session.commit()

@@ -1,6 +1,6 @@
 """Integration pages: the catalogue, connecting one by filling its form, testing and removing it."""
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.errors import ServiceError
@@ -8,15 +8,10 @@ from app.extensions import db
 from app.htmx import hx_redirect
 from app.integrations import service
 from app.integrations.catalogue import CATALOGUE
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
-
-
-def _require_editor():
-    current_org()
-    if g.get("membership") is None or g.membership.role == "viewer":
-        abort(403)
 
 
 def _submitted(kind):
@@ -32,6 +27,7 @@ def _submitted(kind):
 
 @bp.get("")
 @login_required
+@role_required("viewer")
 def index():
     integrations = service.list_integrations(current_org().id)
     return render_template("integrations/index.html", integrations=integrations, catalogue=CATALOGUE)
@@ -39,9 +35,9 @@ def index():
 
 @bp.route("/new/<kind_name>", methods=["GET", "POST"])
 @login_required
+@role_required("admin")
 def new(kind_name):
     """Connect an integration of one kind by filling the form its settings schema gives."""
-    _require_editor()
     kind = CATALOGUE.get(kind_name) or abort(404)
     errors = {}
     if request.method == "POST":
@@ -68,8 +64,8 @@ def new(kind_name):
 
 @bp.route("/<int:integration_id>/edit", methods=["GET", "POST"])
 @login_required
+@role_required("admin")
 def edit(integration_id):
-    _require_editor()
     integration = service.get_integration(current_org().id, integration_id)
     kind = CATALOGUE[integration.kind]
     errors = {}
@@ -96,9 +92,9 @@ def edit(integration_id):
 
 @bp.post("/<int:integration_id>/test")
 @login_required
+@role_required("admin")
 def test(integration_id):
     """Try the connection now and record the result on the integration."""
-    _require_editor()
     integration = service.test_integration(current_org().id, integration_id)
     db.session.commit()
     category = "success" if integration.last_test_ok else "error"
@@ -108,8 +104,8 @@ def test(integration_id):
 
 @bp.post("/<int:integration_id>/delete")
 @login_required
+@role_required("admin")
 def delete(integration_id):
-    _require_editor()
     service.delete_integration(current_org().id, integration_id)
     db.session.commit()
     flash("Removed the integration. Steps that name it will fail until one with that name exists.", "success")

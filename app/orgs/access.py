@@ -9,6 +9,7 @@ import functools
 
 from flask import g, request
 
+from app.auth.scopes import scope_for_request
 from app.errors import Forbidden
 from app.extensions import db
 from app.orgs.models import ROLES, Membership
@@ -43,7 +44,9 @@ def current_membership():
 def role_required(required):
     """Reject the request with 403 unless the user's role in the organization includes `required`.
 
-    Put it below `login_required` or `api_auth_required`, which establish who is asking.
+    Put it below `login_required` or `api_auth_required`, which establish who is asking. A request
+    through an API key on an admin or owner route also needs the key's admin scope (403
+    `insufficient_scope`); `api_auth_required` has already checked read or write.
     """
     if required not in ROLE_RANK:
         raise ValueError(f"unknown role {required!r}; expected one of {', '.join(ROLES)}")
@@ -58,6 +61,11 @@ def role_required(required):
                     f"This action needs the {required} role or higher in this organization; "
                     f"your role is {role or 'none'}. Ask an owner or admin to change it."
                 )
+            api_key = g.get("api_key") if request.path.startswith("/api/") else None
+            if api_key is not None:
+                from app.api.auth import require_scope
+
+                require_scope(api_key, scope_for_request(request.method, required))
             return view(*args, **kwargs)
 
         wrapper.floyo_required_role = required

@@ -12,6 +12,7 @@ from app.api.errors import ApiError, pydantic_details
 from app.api.openapi import operation
 from app.api.pagination import decode_cursor, page_response, parse_limit
 from app.extensions import db
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 from app.webhooks import outgoing, service
 
@@ -124,6 +125,7 @@ def _history_scope():
     tag=TAG,
 )
 @api_auth_required
+@role_required("admin")
 def list_webhook_deliveries():
     org_id = _history_scope()
     limit = parse_limit()
@@ -149,6 +151,7 @@ def list_webhook_deliveries():
     tag=TAG,
 )
 @api_auth_required
+@role_required("admin")
 def get_webhook_delivery(delivery_id):
     org_id = None if g.user.is_admin else _history_scope()
     delivery = service.get_delivery(delivery_id, org_id)
@@ -158,6 +161,7 @@ def get_webhook_delivery(delivery_id):
 @bp.post("/webhooks/history/<int:delivery_id>/replay")
 @operation("Process a stored delivery again", response_model=DeliveryOut, status=202, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def replay_webhook_delivery(delivery_id):
     org_id = None if g.user.is_admin else _history_scope()
     delivery = service.replay(delivery_id, org_id)
@@ -231,6 +235,7 @@ def outgoing_json(delivery):
 @bp.get("/webhooks/endpoints")
 @operation("List the organization's outgoing webhook endpoints", tag=TAG)
 @api_auth_required
+@role_required("admin")
 def list_webhook_endpoints():
     _require_org_admin()
     return jsonify({"data": [endpoint_json(endpoint) for endpoint in outgoing.list_endpoints(g.org_id)]})
@@ -245,6 +250,7 @@ def list_webhook_endpoints():
     tag=TAG,
 )
 @api_auth_required
+@role_required("admin")
 def create_webhook_endpoint():
     _require_org_admin()
     data = request.get_json(silent=True)
@@ -262,6 +268,7 @@ def create_webhook_endpoint():
 @bp.delete("/webhooks/endpoints/<int:endpoint_id>")
 @operation("Delete an outgoing webhook endpoint and its deliveries", status=204, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def delete_webhook_endpoint(endpoint_id):
     _require_org_admin()
     outgoing.delete_endpoint(g.org_id, endpoint_id)
@@ -272,6 +279,7 @@ def delete_webhook_endpoint(endpoint_id):
 @bp.post("/webhooks/endpoints/<int:endpoint_id>/enable")
 @operation("Enable a disabled endpoint again", response_model=EndpointOut, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def enable_webhook_endpoint(endpoint_id):
     _require_org_admin()
     endpoint = outgoing.enable_endpoint(g.org_id, endpoint_id)
@@ -282,6 +290,7 @@ def enable_webhook_endpoint(endpoint_id):
 @bp.get("/webhooks/endpoints/<int:endpoint_id>/deliveries")
 @operation("List an endpoint's latest 50 deliveries with every attempt", tag=TAG)
 @api_auth_required
+@role_required("admin")
 def list_outgoing_deliveries(endpoint_id):
     _require_org_admin()
     rows = outgoing.list_deliveries(g.org_id, endpoint_id)
@@ -291,6 +300,7 @@ def list_outgoing_deliveries(endpoint_id):
 @bp.post("/webhooks/outgoing/<int:delivery_id>/resend")
 @operation("Send an outgoing delivery again now", response_model=OutgoingDeliveryOut, status=202, tag=TAG)
 @api_auth_required
+@role_required("admin")
 def resend_outgoing_delivery(delivery_id):
     _require_org_admin()
     delivery = outgoing.resend(g.org_id, delivery_id)

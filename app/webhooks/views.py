@@ -6,6 +6,7 @@ from flask_login import current_user, login_required
 from app.errors import ServiceError
 from app.extensions import db
 from app.htmx import hx_redirect, is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 from app.webhooks import outgoing, service
 
@@ -24,6 +25,7 @@ def _scope():
 
 @bp.get("/webhooks")
 @login_required
+@role_required("admin")
 def deliveries():
     """List incoming deliveries, newest first, 50 a page."""
     org_id = _scope()
@@ -39,6 +41,7 @@ def deliveries():
 
 @bp.get("/webhooks/<int:delivery_id>")
 @login_required
+@role_required("admin")
 def delivery(delivery_id):
     """Show one delivery with its raw payload."""
     org_id = None if current_user.is_admin else _scope()
@@ -48,6 +51,7 @@ def delivery(delivery_id):
 
 @bp.post("/webhooks/<int:delivery_id>/replay")
 @login_required
+@role_required("admin")
 def replay(delivery_id):
     org_id = None if current_user.is_admin else _scope()
 
@@ -67,6 +71,7 @@ def _org_admin():
 
 @bp.get("/webhooks/endpoints")
 @login_required
+@role_required("admin")
 def endpoints():
     """List the organization's outgoing endpoints, each with its latest deliveries."""
     org = _org_admin()
@@ -79,6 +84,7 @@ def endpoints():
 
 @bp.post("/webhooks/endpoints")
 @login_required
+@role_required("admin")
 def create_endpoint():
     """Register an endpoint and show its secret, this once."""
     org = _org_admin()
@@ -96,6 +102,7 @@ def create_endpoint():
 
 @bp.post("/webhooks/endpoints/<int:endpoint_id>/delete")
 @login_required
+@role_required("admin")
 def delete_endpoint(endpoint_id):
     org = _org_admin()
     outgoing.delete_endpoint(org.id, endpoint_id)
@@ -106,6 +113,7 @@ def delete_endpoint(endpoint_id):
 
 @bp.post("/webhooks/endpoints/<int:endpoint_id>/enable")
 @login_required
+@role_required("admin")
 def enable_endpoint(endpoint_id):
     org = _org_admin()
     outgoing.enable_endpoint(org.id, endpoint_id)
@@ -116,6 +124,7 @@ def enable_endpoint(endpoint_id):
 
 @bp.post("/webhooks/outgoing/<int:delivery_id>/resend")
 @login_required
+@role_required("admin")
 def resend(delivery_id):
     org = _org_admin()
     outgoing.resend(org.id, delivery_id)

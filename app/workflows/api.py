@@ -11,6 +11,7 @@ from app.api.errors import ApiError
 from app.api.openapi import operation
 from app.api.pagination import decode_cursor, encode_cursor, parse_limit
 from app.extensions import db
+from app.orgs.access import role_required
 from app.timeutil import isoformat
 from app.workflows import runs as run_service
 from app.workflows import service, triggers
@@ -195,6 +196,7 @@ def _save_body():
     tag=TAG,
 )
 @api_auth_required
+@role_required("viewer")
 def list_workflows():
     limit = parse_limit()
     after = decode_cursor(request.args["cursor"], 1)[0] if request.args.get("cursor") else 0
@@ -213,6 +215,7 @@ def list_workflows():
 @bp.post("/workflows")
 @operation("Create a workflow", request_model=WorkflowSave, response_model=WorkflowOut, status=201, tag=TAG)
 @api_auth_required
+@role_required("member")
 def create_workflow():
     definition, note = _save_body()
     workflow = service.create_workflow(g.org_id, g.user.id, definition, note)
@@ -226,6 +229,7 @@ def create_workflow():
 @bp.get("/workflows/<int:workflow_id>")
 @operation("Get a workflow", response_model=WorkflowOut, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def get_workflow(workflow_id):
     return jsonify(workflow_json(service.get_workflow(g.org_id, workflow_id)))
 
@@ -233,6 +237,7 @@ def get_workflow(workflow_id):
 @bp.put("/workflows/<int:workflow_id>")
 @operation("Save a new version of a workflow", request_model=WorkflowSave, response_model=WorkflowOut, tag=TAG)
 @api_auth_required
+@role_required("member")
 def update_workflow(workflow_id):
     definition, note = _save_body()
     workflow = service.update_workflow(g.org_id, workflow_id, g.user.id, definition, note)
@@ -243,6 +248,7 @@ def update_workflow(workflow_id):
 @bp.delete("/workflows/<int:workflow_id>")
 @operation("Delete a workflow with its versions and runs", status=204, tag=TAG)
 @api_auth_required
+@role_required("member")
 def delete_workflow(workflow_id):
     service.delete_workflow(g.org_id, workflow_id, g.user.id)
     db.session.commit()
@@ -252,6 +258,7 @@ def delete_workflow(workflow_id):
 @bp.post("/workflows/<int:workflow_id>/webhook-secret")
 @operation("Rotate the secret of the incoming webhook URL", response_model=WorkflowOut, tag=TAG)
 @api_auth_required
+@role_required("member")
 def rotate_webhook_secret(workflow_id):
     workflow = service.rotate_webhook_token(g.org_id, workflow_id, g.user.id)
     db.session.commit()
@@ -261,6 +268,7 @@ def rotate_webhook_secret(workflow_id):
 @bp.get("/workflows/<int:workflow_id>/versions")
 @operation("List the versions of a workflow, newest first", response_model=VersionList, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def list_versions(workflow_id):
     return jsonify({"data": [version_json(version) for version in service.list_versions(g.org_id, workflow_id)]})
 
@@ -268,6 +276,7 @@ def list_versions(workflow_id):
 @bp.get("/workflows/<int:workflow_id>/versions/<int:number>")
 @operation("Get one version with its definition", response_model=VersionOut, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def get_version(workflow_id, number):
     return jsonify(version_json(service.get_version(g.org_id, workflow_id, number), with_definition=True))
 
@@ -275,6 +284,7 @@ def get_version(workflow_id, number):
 @bp.post("/workflows/<int:workflow_id>/versions/<int:number>/restore")
 @operation("Restore a version by saving its definition as a new version", response_model=WorkflowOut, tag=TAG)
 @api_auth_required
+@role_required("member")
 def restore_version(workflow_id, number):
     workflow = service.restore_version(g.org_id, workflow_id, number, g.user.id)
     db.session.commit()
@@ -286,6 +296,7 @@ def restore_version(workflow_id, number):
     "Start a run now, with an optional input", request_model=ExecuteRequest, response_model=RunOut, status=202, tag=TAG
 )
 @api_auth_required
+@role_required("member")
 def execute_workflow(workflow_id):
     body = _json_body(required=False)
     data = body.get("input", {})
@@ -326,6 +337,7 @@ RUN_QUERY = [
 @bp.get("/runs")
 @operation("List runs, newest first", response_model=RunPage, query=RUN_QUERY, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def list_runs():
     limit = parse_limit()
     args = request.args
@@ -342,6 +354,7 @@ def list_runs():
 @bp.get("/runs/<int:run_id>")
 @operation("Get a run with its step attempts", response_model=RunOut, tag=TAG)
 @api_auth_required
+@role_required("viewer")
 def get_run(run_id):
     return jsonify(run_json(run_service.get_run(g.org_id, run_id), with_attempts=True))
 
@@ -349,6 +362,7 @@ def get_run(run_id):
 @bp.post("/runs/<int:run_id>/cancel")
 @operation("Cancel a queued, waiting or running run", response_model=RunOut, tag=TAG)
 @api_auth_required
+@role_required("member")
 def cancel_run(run_id):
     run = run_service.cancel_run(g.org_id, run_id)
     db.session.commit()
@@ -364,6 +378,7 @@ def cancel_run(run_id):
     tag=TAG,
 )
 @api_auth_required
+@role_required("member")
 def rerun(run_id):
     body = _json_body(required=False)
     start = body.get("start", "start")

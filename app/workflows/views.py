@@ -1,13 +1,12 @@
 """Workflow pages: list, editor, versions, runs and the run page that follows a run live."""
 
-import functools
-
-from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.errors import ServiceError
 from app.extensions import db
 from app.htmx import hx_redirect, is_htmx
+from app.orgs.access import role_required
 from app.orgs.service import current_org
 from app.workflows import runs as run_service
 from app.workflows import service
@@ -18,19 +17,6 @@ from app.workflows.schemas import STEP_TYPES
 bp = Blueprint("workflows", __name__, url_prefix="/workflows")
 
 RUNS_PER_PAGE = 50
-
-
-def editor_required(view):
-    """Viewers may look at workflows and runs; changing or running them needs another role."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        current_org()
-        if g.get("membership") is None or g.membership.role == "viewer":
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapper
 
 
 def _render_editor(state, workflow=None, suggestion_id=None, status=200):
@@ -47,6 +33,7 @@ def _render_editor(state, workflow=None, suggestion_id=None, status=200):
 
 @bp.get("")
 @login_required
+@role_required("viewer")
 def index():
     """The organization's workflows, with a form to import one from a file."""
     workflows = service.list_workflows(current_org().id)
@@ -55,7 +42,7 @@ def index():
 
 @bp.get("/new")
 @login_required
-@editor_required
+@role_required("member")
 def new():
     """The editor with a blank workflow, or with a suggestion's draft when ?suggestion=ID is given."""
     suggestion_id = request.args.get("suggestion", type=int)
@@ -67,7 +54,7 @@ def new():
 
 @bp.post("/new")
 @login_required
-@editor_required
+@role_required("member")
 def create():
     """Apply an editor action, or save the new workflow (accepting its suggestion, if any)."""
     state = read_form(request.form)
@@ -92,6 +79,7 @@ def create():
 
 @bp.get("/<int:workflow_id>")
 @login_required
+@role_required("viewer")
 def detail(workflow_id):
     org = current_org()
     workflow = service.get_workflow(org.id, workflow_id)
@@ -101,7 +89,7 @@ def detail(workflow_id):
 
 @bp.get("/<int:workflow_id>/edit")
 @login_required
-@editor_required
+@role_required("member")
 def edit(workflow_id):
     workflow = service.get_workflow(current_org().id, workflow_id)
     return _render_editor(EditorState(dict(workflow.definition)), workflow=workflow)
@@ -109,7 +97,7 @@ def edit(workflow_id):
 
 @bp.post("/<int:workflow_id>/edit")
 @login_required
-@editor_required
+@role_required("member")
 def update(workflow_id):
     """Apply an editor action, or save the definition as a new version."""
     org = current_org()
@@ -133,7 +121,7 @@ def update(workflow_id):
 
 @bp.post("/import")
 @login_required
-@editor_required
+@role_required("member")
 def import_file():
     """Create a workflow from an exported definition file."""
     upload = request.files.get("file")
@@ -157,6 +145,7 @@ def import_file():
 
 @bp.get("/<int:workflow_id>/export")
 @login_required
+@role_required("viewer")
 def export(workflow_id):
     """Download the definition as a JSON file (no ids, secrets or webhook URL)."""
     workflow = service.get_workflow(current_org().id, workflow_id)
@@ -170,7 +159,7 @@ def export(workflow_id):
 
 @bp.post("/<int:workflow_id>/delete")
 @login_required
-@editor_required
+@role_required("member")
 def delete(workflow_id):
     service.delete_workflow(current_org().id, workflow_id, current_user.id)
     db.session.commit()
@@ -180,7 +169,7 @@ def delete(workflow_id):
 
 @bp.post("/<int:workflow_id>/enabled")
 @login_required
-@editor_required
+@role_required("member")
 def set_enabled(workflow_id):
     workflow = service.set_enabled(current_org().id, workflow_id, request.form.get("enabled") == "1", current_user.id)
     db.session.commit()
@@ -190,7 +179,7 @@ def set_enabled(workflow_id):
 
 @bp.post("/<int:workflow_id>/webhook-secret")
 @login_required
-@editor_required
+@role_required("member")
 def rotate_webhook_secret(workflow_id):
     service.rotate_webhook_token(current_org().id, workflow_id, current_user.id)
     db.session.commit()
@@ -200,7 +189,7 @@ def rotate_webhook_secret(workflow_id):
 
 @bp.post("/<int:workflow_id>/run")
 @login_required
-@editor_required
+@role_required("member")
 def run_now(workflow_id):
     """Start a manual run with the optional JSON input from the form, then show it."""
     import json
@@ -223,6 +212,7 @@ def run_now(workflow_id):
 
 @bp.get("/<int:workflow_id>/versions")
 @login_required
+@role_required("viewer")
 def versions(workflow_id):
     """Every version, and the difference between two (?old=N&new=M)."""
     org = current_org()
@@ -240,7 +230,7 @@ def versions(workflow_id):
 
 @bp.post("/<int:workflow_id>/versions/<int:number>/restore")
 @login_required
-@editor_required
+@role_required("member")
 def restore(workflow_id, number):
     workflow = service.restore_version(current_org().id, workflow_id, number, current_user.id)
     db.session.commit()
@@ -250,6 +240,7 @@ def restore(workflow_id, number):
 
 @bp.get("/runs")
 @login_required
+@role_required("viewer")
 def runs():
     """Runs of every workflow, newest first, with filters and an 'older' link (cursor by id)."""
     org = current_org()
@@ -274,6 +265,7 @@ def runs():
 
 @bp.get("/runs/<int:run_id>")
 @login_required
+@role_required("viewer")
 def run_detail(run_id):
     """A run with its step attempts; HTMX polls the status fragment while the run is active."""
     run = run_service.get_run(current_org().id, run_id)
@@ -284,7 +276,7 @@ def run_detail(run_id):
 
 @bp.post("/runs/<int:run_id>/cancel")
 @login_required
-@editor_required
+@role_required("member")
 def cancel_run(run_id):
     run_service.get_run(current_org().id, run_id)
     try:
@@ -299,7 +291,7 @@ def cancel_run(run_id):
 
 @bp.post("/runs/<int:run_id>/rerun")
 @login_required
-@editor_required
+@role_required("member")
 def rerun(run_id):
     run_service.get_run(current_org().id, run_id)
     from_failed = request.form.get("start") == "failed_step"
