@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from app.auth import service as auth_service
+from app.auth.scopes import ROLE_SCOPES
 from app.extensions import db
 from app.orgs.service import personal_org
 from app.queue import get_queues
@@ -154,12 +155,19 @@ def make_user(app):
 
 @pytest.fixture
 def make_api_key(app):
-    """Create an API key for a user dict from make_user; returns the raw key."""
+    """Create an API key for a user dict from make_user; returns the raw key.
 
-    def build(user, name="test key"):
+    The key gets every scope the user's role in the organization allows unless `scopes` is given;
+    `org_id` (default: the user dict's) picks the organization.
+    """
+
+    def build(user, name="test key", scopes=None, org_id=None):
         with app.app_context():
             account = auth_service.find_user_by_email(user["email"])
-            raw, _ = auth_service.create_api_key(account, user["org_id"], name)
+            org_id = org_id or user["org_id"]
+            if scopes is None:
+                scopes = ROLE_SCOPES[auth_service.role_in(account, org_id)]
+            raw, _ = auth_service.create_api_key(account, org_id, name, scopes=scopes)
             db.session.commit()
             return raw
 

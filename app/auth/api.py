@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from app.api import bp
-from app.api.auth import api_auth_required, require_scope
+from app.api.auth import api_auth_required
 from app.api.errors import ApiError, pydantic_details
 from app.api.openapi import operation
 from app.auth import service as auth_service
@@ -118,21 +118,21 @@ def list_api_keys():
 
 @bp.post("/api-keys")
 @operation(
-    "Create an API key for yourself; the answer has the key, shown only once",
+    "Create an API key for yourself (admin role and scope); the answer has the key, shown only once",
     request_model=ApiKeyIn,
     response_model=ApiKeyCreated,
     status=201,
     tag="account",
 )
 @api_auth_required
-@role_required("viewer")
+@role_required("admin")
 def create_api_key():
-    """Create a key for the caller, with scopes up to the caller's role; needs a key with the admin scope.
+    """Create a key for the caller, with scopes up to the caller's role.
 
-    Creating keys through the API needs the admin scope so that a leaked read or write key cannot
-    mint further keys that outlive its revocation.
+    Through the API this needs the admin role and a key with the admin scope, so that a leaked
+    read or write key cannot mint further keys that outlive its revocation. Viewers and members
+    create their keys on the settings page.
     """
-    require_scope(g.api_key, "admin")
     data = request.get_json(silent=True)
     try:
         body = ApiKeyIn.model_validate(data if isinstance(data, dict) else {})
@@ -154,16 +154,12 @@ def create_api_key():
 
 
 @bp.delete("/api-keys/<int:key_id>")
-@operation("Revoke an API key: your own, or any of the organization's for admins", status=204, tag="account")
+@operation("Revoke any API key of the organization (admin role and scope)", status=204, tag="account")
 @api_auth_required
-@role_required("viewer")
+@role_required("admin")
 def revoke_api_key(key_id):
-    """Revoke a key at once; needs a key with the admin scope, as creating one does."""
-    require_scope(g.api_key, "admin")
-
-    auth_service.revoke_api_key(
-        g.user, g.org_id, key_id, any_user=_manages_keys(), ip_address=request.remote_addr or ""
-    )
+    """Revoke any key of the organization at once; needs the admin role and scope, as creating one does."""
+    auth_service.revoke_api_key(g.user, g.org_id, key_id, any_user=True, ip_address=request.remote_addr or "")
 
     db.session.commit()
     return "", 204

@@ -1,5 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -23,24 +24,34 @@ class ApiKeyForm(FlaskForm):
     name = StringField("Key name", validators=[DataRequired(), Length(max=100)])
     scopes = SelectMultipleField(
         "Scopes",
-        choices=[(scope, scope) for scope in SCOPES],
+        choices=[SelectChoice(scope, scope) for scope in SCOPES],
         default=list(DEFAULT_SCOPES),
         option_widget=CheckboxInput(),
         widget=ListWidget(prefix_label=False),
-        validators=[DataRequired(message="Choose at least one scope for the key.")],
     )
     expires_in_days = SelectField(
         "Expires",
-        choices=[("never", "never")] + [(str(days), f"in {days} days") for days in EXPIRY_DAY_CHOICES],
+        choices=[SelectChoice("never", "never")]
+        + [SelectChoice(str(days), f"in {days} days") for days in EXPIRY_DAY_CHOICES],
         default="never",
     )
 
     def limit_scopes_to(self, role):
         """Offer only the scopes `role` may give its keys, and pre-select the defaults among them."""
         allowed = ROLE_SCOPES.get(role, ())
-        self.scopes.choices = [(scope, scope) for scope in SCOPES if scope in allowed]
+        self.scopes.choices = [SelectChoice(scope, scope) for scope in SCOPES if scope in allowed]
         if not self.is_submitted():
             self.scopes.data = [scope for scope in DEFAULT_SCOPES if scope in allowed]
+
+    def chosen_scopes(self, form_data, role):
+        """Return the checked scopes, or the defaults allowed to `role` when the form had no checkboxes.
+
+        The settings page sends `scopes_offered` with its checkboxes, so an empty selection there
+        is an error; a client that posts only a name, as before scopes existed, gets the defaults.
+        """
+        if self.scopes.data or "scopes_offered" in form_data:
+            return self.scopes.data
+        return [scope for scope in DEFAULT_SCOPES if scope in ROLE_SCOPES.get(role, ())]
 
     def expires_in_days_value(self):
         """Return the chosen expiry in days, or None for a key that never expires."""

@@ -191,7 +191,7 @@ def create_api_key():
             current_user,
             current_org().id,
             form.name.data,
-            scopes=form.scopes.data,
+            scopes=form.chosen_scopes(request.form, current_membership().role),
             expires_in_days=form.expires_in_days_value(),
             ip_address=_client_address(),
         )
