@@ -27,7 +27,7 @@ ROLES_LOW_TO_HIGH = ("viewer", "member", "admin", "owner")
 MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MISSING_ID = 999_999
 
-# Endpoints that change data without an organization role. Each entry says why.
+# Endpoints that change data without an organization role, each with the reason.
 UNGATED = {
     "auth.signin": "public: starts a session",
     "auth.signup": "public: creates an account",

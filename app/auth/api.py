@@ -1,4 +1,4 @@
-"""Who the API key belongs to, and the organization's API keys."""
+"""The identity behind a request (`/me`) and the organization's API keys."""
 
 from flask import g, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,7 +104,7 @@ def _manages_keys():
 @api_auth_required
 @role_required("viewer")
 def list_api_keys():
-    """The caller's keys in the organization, newest first, or every user's with ?all=1 for admins."""
+    """List the caller's keys in the organization, newest first, or every user's with ?all=1 for admins."""
     all_users = request.args.get("all") in ("1", "true")
     if all_users and not _manages_keys():
         raise ApiError(
