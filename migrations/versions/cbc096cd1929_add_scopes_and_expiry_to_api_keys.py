@@ -1,7 +1,7 @@
 """Add scopes and expiry to API keys
 
 Revision ID: cbc096cd1929
-Revises: 5a460b13ca26
+Revises: 592890bf6f22
 Create Date: 2026-12-04 23:29:16.477928
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'cbc096cd1929'
-down_revision = '5a460b13ca26'
+down_revision = '592890bf6f22'
 branch_labels = None
 depends_on = None
 
