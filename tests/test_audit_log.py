@@ -22,8 +22,12 @@ WEBHOOK = {**MANUAL, "name": "On push", "trigger": {"type": "webhook"}}
 
 
 @pytest.fixture
-def team(app, make_user, make_api_key):
-    """A shared organization with one user per role, each with an API key for it."""
+def team(app, make_user, make_api_key, monkeypatch):
+    """A shared organization with one user per role, each with an API key for it.
+
+    The keys are created without their `api_key.created` entries, so each test sees only the
+    entries it causes.
+    """
     with app.app_context():
         org = Organization(name="Team")
         db.session.add(org)
@@ -36,7 +40,9 @@ def team(app, make_user, make_api_key):
             db.session.add(Membership(org_id=org_id, user_id=user["id"], role=role))
             db.session.commit()
         member = {**user, "org_id": org_id}
-        key = make_api_key(member)
+        with monkeypatch.context() as patched:
+            patched.setattr("app.admin.service.record", lambda *args, **kwargs: None)
+            key = make_api_key(member)
         people[role] = {**member, "personal_org_id": user["org_id"], "headers": {"Authorization": f"Bearer {key}"}}
     return {"id": org_id, **people}
 
