@@ -105,6 +105,9 @@ def load_config(instance_path):
         # Reverse proxies in front of the app that set X-Forwarded-For, -Proto and -Host; 0 ignores
         # those headers, so a client cannot choose its own address.
         "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
+        # Two-factor code attempts allowed per user in each window (five times as many per address).
+        "TWO_FACTOR_RATE_LIMIT": _int("TWO_FACTOR_RATE_LIMIT", 5),
+        "TWO_FACTOR_RATE_WINDOW_SECONDS": _int("TWO_FACTOR_RATE_WINDOW_SECONDS", 300),
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -2,7 +2,7 @@
 
 from app.admin.models import AuditEntry  # noqa: F401
 from app.analytics.models import ActivitySession, AnalyticsState, HourlyCount, PathHourlyCount  # noqa: F401
-from app.auth.models import AccountToken, ApiKey, User, UserSession  # noqa: F401
+from app.auth.models import AccountToken, ApiKey, BackupCode, User, UserSession  # noqa: F401
 from app.billing.models import BillingAccount, Invoice, Subscription, UsageCounter  # noqa: F401
 from app.events.models import Event, GitImport  # noqa: F401
 from app.files.models import File, Folder  # noqa: F401

@@ -34,6 +34,14 @@ def require_scope(api_key, scope):
         )
 
 
+def _reject_without_required_two_factor():
+    from app.auth.two_factor import api_two_factor_error_message
+
+    message = api_two_factor_error_message(g.user, g.org_id)
+    if message is not None:
+        raise ApiError(403, "two_factor_required", message)
+
+
 def api_auth_required(view):
     """Require an API key; reads may also come from a signed-in browser session.
 
@@ -60,6 +68,7 @@ def api_auth_required(view):
             g.api_key = api_key
             g.user = api_key.user
             g.org_id = api_key.org_id
+            _reject_without_required_two_factor()
             # Counts the call against the plan's monthly API calls; raises LimitExceeded (402) past it.
             count_api_call(g.org_id)
         elif request.method in SAFE_METHODS and current_user.is_authenticated:
@@ -70,6 +79,7 @@ def api_auth_required(view):
             g.api_key = None
             g.user = current_user
             g.org_id = current_org().id
+            _reject_without_required_two_factor()
         else:
             _limit_rate(f"address:{request.remote_addr}")
             raise ApiError(

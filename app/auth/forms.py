@@ -96,3 +96,14 @@ class ChangeEmailForm(FlaskForm):
 class DeleteAccountForm(FlaskForm):
     confirm_email = EmailField("Type your email to confirm", validators=[DataRequired(), Length(max=254)])
     current_password = PasswordField("Current password", validators=[DataRequired()])
+
+
+class TwoFactorCodeForm(FlaskForm):
+    code = StringField(
+        "Code",
+        validators=[DataRequired(message="Enter the code."), Length(max=32, message="The code is too long.")],
+    )
+
+
+class OrganizationTwoFactorForm(FlaskForm):
+    require_two_factor = BooleanField("Require two-factor sign-in for every member")

@@ -19,6 +19,14 @@ class User(UserMixin, db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     # Set when the user opens a link sent to `email` (a verification link or an email-change confirmation).
     email_verified_at = db.Column(UTCDateTime)
+    # Two-factor sign-in (TOTP). Secrets are Fernet tokens (app.integrations.crypto). The pending
+    # secret is the one being enrolled; it becomes `totp_secret_encrypted` after a correct code.
+    totp_secret_encrypted = db.Column(db.Text)
+    totp_pending_secret_encrypted = db.Column(db.Text)
+    two_factor_enabled_at = db.Column(UTCDateTime)
+    # The TOTP time step (Unix time // 30) of the last accepted code; a code of that step or an
+    # earlier one is rejected, so a code cannot be replayed within its window.
+    totp_last_used_step = db.Column(db.BigInteger)
 
     memberships = db.relationship("Membership", back_populates="user", cascade="all, delete-orphan")
 
@@ -30,6 +38,10 @@ class User(UserMixin, db.Model):
     @property
     def is_active(self):
         return self.active
+
+    @property
+    def two_factor_enabled(self):
+        return self.two_factor_enabled_at is not None
 
     def get_id(self):
         return self.session_key
@@ -48,8 +60,23 @@ class UserSession(db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     last_seen_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     revoked_at = db.Column(UTCDateTime)
+    # True between a correct password and a correct second-factor code: the session loader
+    # returns no user for a pending session, so it signs nothing in.
+    two_factor_pending = db.Column(db.Boolean, nullable=False, default=False, server_default=db.false())
 
     user = db.relationship("User")
+
+
+class BackupCode(db.Model):
+    """A single-use two-factor backup code, stored as a salted SHA-256 hash."""
+
+    __tablename__ = "two_factor_backup_codes"
+
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    code_hash = db.Column(db.String(64), nullable=False)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    used_at = db.Column(UTCDateTime)
 
 
 class ApiKey(db.Model):

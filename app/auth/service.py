@@ -92,11 +92,18 @@ def start_session(user, user_agent="", ip_address=""):
 
 
 def load_session_user(key):
-    """Return the active user of the session with this key, or None if it is revoked or unknown."""
+    """Return the active user of the session with this key, or None if it is revoked or unknown.
+
+    A session still waiting for its two-factor code returns None too, so it signs nothing in.
+    """
     if not key:
         return None
     user_session = db.session.scalar(
-        db.select(UserSession).where(UserSession.key_hash == hash_token(key), UserSession.revoked_at.is_(None))
+        db.select(UserSession).where(
+            UserSession.key_hash == hash_token(key),
+            UserSession.revoked_at.is_(None),
+            UserSession.two_factor_pending.is_(False),
+        )
     )
     if user_session is None or not user_session.user.active:
         return None

@@ -124,13 +124,24 @@ def signin():
         enforce(f"signin:email:{service.normalize_email(form.email.data)}", limit, window, message)
 
         user = service.authenticate(form.email.data, form.password.data)
-        if user is None:
-            logger.info("sign-in failed address=%s", _client_address())
-            flash("The email or password is wrong.", "error")
-        elif not user.active:
-            flash("This account is disabled. Contact the administrator of this Floyo installation.", "error")
+        if user is None or not user.active:
+            reason = "wrong email or password" if user is None else "account disabled"
+            # The email as typed, cut to the column's length; the password is never recorded.
+            typed_email = service.normalize_email(form.email.data)[:254]
+            record(
+                "auth.sign_in_failed", details={"email": typed_email, "reason": reason}, ip_address=_client_address()
+            )
+            db.session.commit()
+            logger.info("sign-in failed address=%s reason=%s", _client_address(), reason)
+            if user is None:
+                flash("The email or password is wrong.", "error")
+            else:
+                flash("This account is disabled. Contact the administrator of this Floyo installation.", "error")
         else:
-            service.start_session(user, request.user_agent.string, _client_address())
+            key = service.start_session(user, request.user_agent.string, _client_address())
+            if user.two_factor_enabled:
+                return two_factor.begin_code_step(user, key, form.remember.data, next_path)
+            record("auth.signed_in", actor=user, target_type="user", target_id=user.id, ip_address=_client_address())
             db.session.commit()
             login_user(user, remember=form.remember.data)
             logger.info("signed in user_id=%s", user.id)
@@ -254,5 +265,5 @@ def revoke_other_sessions():
     return hx_redirect(url_for("auth.settings"))
 
 
-# Imported last: the account module registers its routes on `bp`, defined above.
-from app.auth import account  # noqa: E402
+# Imported last: these modules register their routes on `bp`, defined above.
+from app.auth import account, two_factor  # noqa: E402

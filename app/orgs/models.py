@@ -14,6 +14,8 @@ class Organization(db.Model):
     name = db.Column(db.String(120), nullable=False)
     # The organization made for a user at sign-up; it cannot be left or shared away.
     personal = db.Column(db.Boolean, nullable=False, default=False)
+    # Members without two-factor sign-in are sent to enrolment and their API calls get 403.
+    require_two_factor = db.Column(db.Boolean, nullable=False, default=False, server_default=db.false())
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     memberships = db.relationship("Membership", back_populates="organization", cascade="all, delete-orphan")
