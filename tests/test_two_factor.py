@@ -614,3 +614,19 @@ def test_disable_refused_while_org_requires(client, auth, app, clock, enable_two
         assert db.session.get(User, member["id"]).two_factor_enabled
         unused = db.session.scalar(db.select(db.func.count(BackupCode.id)).where(BackupCode.used_at.is_(None)))
         assert unused == 9
+
+
+def test_rotate_secrets_reencrypts_totp_secret(client, auth, make_user, app, clock, enable_two_factor):
+    app.config["SECRET_ENCRYPTION_KEYS"] = "old-key"
+    user = make_user()
+    secret = enable_two_factor(user)["secret"]
+    app.config["SECRET_ENCRYPTION_KEYS"] = "new-key,old-key"
+
+    result = app.test_cli_runner().invoke(args=["floyo", "rotate-secrets"])
+
+    assert result.exit_code == 0, result.output
+    assert "two-factor secrets of 1 users" in result.output
+    app.config["SECRET_ENCRYPTION_KEYS"] = "new-key"
+    auth.signin(user["email"])
+    assert client.post("/signin/two-factor", data={"code": code_at(secret, clock.now)}).status_code == 302
+    assert client.get("/").status_code == 200

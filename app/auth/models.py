@@ -20,12 +20,12 @@ class User(UserMixin, db.Model):
     # Set when the user opens a link sent to `email` (a verification link or an email-change confirmation).
     email_verified_at = db.Column(UTCDateTime)
     # Two-factor sign-in (TOTP). Secrets are Fernet tokens (app.integrations.crypto). The pending
-    # secret is the one being enrolled; it becomes `totp_secret_encrypted` after a correct code.
+    # secret is the one being enrolled, and it becomes `totp_secret_encrypted` after a correct code.
     totp_secret_encrypted = db.Column(db.Text)
     totp_pending_secret_encrypted = db.Column(db.Text)
     two_factor_enabled_at = db.Column(UTCDateTime)
-    # The TOTP time step (Unix time // 30) of the last accepted code; a code of that step or an
-    # earlier one is rejected, so a code cannot be replayed within its window.
+    # The TOTP time step (Unix time // 30) of the last accepted code. Codes of that step or an
+    # earlier one are rejected, so a code cannot be replayed within its window.
     totp_last_used_step = db.Column(db.BigInteger)
 
     memberships = db.relationship("Membership", back_populates="user", cascade="all, delete-orphan")

@@ -63,8 +63,8 @@ def _record_failure(user, purpose):
 def begin_code_step(user, key, remember, next_path):
     """Mark the new session as waiting for its code and send the browser to the code step.
 
-    The session key stays in the signed Flask session until the code is given; only then does
-    Flask-Login's cookie (and the remember-me cookie, if chosen) carry it.
+    The session key stays in the signed Flask session until the code is given. Only then does
+    Flask-Login's cookie carry it, and the remember-me cookie too if it was chosen.
     """
     user.user_session.two_factor_pending = True
     db.session.commit()
@@ -280,7 +280,7 @@ def set_organization_two_factor():
 def redirect_members_without_two_factor():
     """Send a member of an organization that requires two-factor to enrolment until they enable it.
 
-    API routes are checked in `api_auth_required`, which knows the organization of the key.
+    API routes are checked in `api_auth_required`, because only it loads the organization of the key.
     """
     if request.endpoint is None or request.endpoint in _ALWAYS_REACHABLE:
         return None
@@ -296,7 +296,7 @@ def redirect_members_without_two_factor():
 
 
 def api_two_factor_error_message(user, org_id):
-    """Return why an API call for `org_id` is refused for lack of two-factor, or None when it may go on."""
+    """Return the reason an API call for `org_id` is rejected for lack of two-factor, or None if it may proceed."""
     if user.two_factor_enabled or not service.organization_requires(org_id):
         return None
     return (

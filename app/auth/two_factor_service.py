@@ -1,8 +1,8 @@
 """Two-factor sign-in with time-based one-time passwords (TOTP, RFC 6238) and backup codes.
 
-Secrets are encrypted at rest with the integration-secret keys (`app.integrations.crypto`), backup
-codes are stored as salted SHA-256 hashes. Nothing here commits: the caller commits, so a change
-and its audit entry are stored together.
+TOTP secrets are encrypted at rest with the integration-secret keys (`app.integrations.crypto`).
+Backup codes are stored as SHA-256 hashes salted with the user id. Nothing here commits: the
+caller commits, so a change and its audit entry are stored together.
 """
 
 import hashlib
@@ -28,8 +28,8 @@ from app.timeutil import utcnow
 logger = logging.getLogger(__name__)
 
 ISSUER = "Floyo"
-# Codes of the time step before and after the current one are accepted too (clock drift of up
-# to 30 seconds either way); codes two steps away are rejected.
+# Codes of the time steps before and after the current one are accepted too, to allow for up to
+# 30 seconds of clock drift either way. Codes two steps away are rejected.
 VALID_WINDOW = 1
 BACKUP_CODE_COUNT = 10
 # 12 characters of the base32 alphabet: 60 random bits per code, shown as xxxx-xxxx-xxxx.
@@ -60,6 +60,7 @@ def _encrypt(secret):
 
 
 def _decrypt(token):
+    # Raises SecretsUnreadable when no key of SECRET_ENCRYPTION_KEYS decrypts the token.
     return decrypt_secrets(token)["totp_secret"]
 
 
@@ -268,6 +269,25 @@ def find_pending_session(key):
     return user_session
 
 
+def rotate_secrets():
+    """Re-encrypt every stored TOTP secret with the first key of SECRET_ENCRYPTION_KEYS; return the count."""
+    from app.integrations.crypto import rotate_token
+
+    count = 0
+    users = db.session.scalars(
+        db.select(User).where(
+            db.or_(User.totp_secret_encrypted.is_not(None), User.totp_pending_secret_encrypted.is_not(None))
+        )
+    )
+    for user in users:
+        if user.totp_secret_encrypted:
+            user.totp_secret_encrypted = rotate_token(user.totp_secret_encrypted)
+        if user.totp_pending_secret_encrypted:
+            user.totp_pending_secret_encrypted = rotate_token(user.totp_pending_secret_encrypted)
+        count += 1
+    return count
+
+
 # Organizations
 
 
@@ -285,9 +305,10 @@ def organization_requires(org_id):
 
 
 def set_organization_requirement(org, required, actor):
-    """Require two-factor for every member of `org`, or lift the requirement.
+    """Require two-factor for every member of `org`, or lift the requirement; return whether it changed.
 
-    The acting owner or admin needs two-factor on first, so the requirement never locks them out.
+    Raises Conflict when `actor` has no two-factor yet, so requiring it never sends the owner or
+    admin who set it to enrolment.
     """
     if required and not actor.two_factor_enabled:
         raise Conflict("Turn on two-factor sign-in for your own account before requiring it for the organization.")

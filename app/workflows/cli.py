@@ -37,16 +37,21 @@ def prune_runs_command():
 @floyo.command("rotate-secrets")
 def rotate_secrets_command():
     """Re-encrypt every integration secret with the first key of SECRET_ENCRYPTION_KEYS."""
+    from app.auth.two_factor_service import rotate_secrets as rotate_two_factor_secrets
     from app.integrations.crypto import SecretsUnreadable
     from app.integrations.service import rotate_all_secrets
 
     try:
         count = rotate_all_secrets()
+        two_factor_count = rotate_two_factor_secrets()
         db.session.commit()
     except SecretsUnreadable as error:
         db.session.rollback()
         raise click.ClickException(str(error)) from error
-    click.echo(f"Re-encrypted the secrets of {count} integrations. Old keys can now be removed.")
+    click.echo(
+        f"Re-encrypted the secrets of {count} integrations and the two-factor secrets of {two_factor_count} users. "
+        "Old keys can now be removed."
+    )
 
 
 @floyo.command("generate-secret-key")
