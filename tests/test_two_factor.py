@@ -630,3 +630,16 @@ def test_rotate_secrets_reencrypts_totp_secret(client, auth, make_user, app, clo
     auth.signin(user["email"])
     assert client.post("/signin/two-factor", data={"code": code_at(secret, clock.now)}).status_code == 302
     assert client.get("/").status_code == 200
+
+
+def test_enable_twice_is_conflict(client, auth, make_user, app, clock, enable_two_factor):
+    user = make_user()
+    secret = enable_two_factor(user)["secret"]
+    auth.signin(user["email"])
+    client.post("/signin/two-factor", data={"code": code_at(secret, clock.now)})
+
+    response = client.post("/settings/two-factor", data={"code": code_at(secret, clock.now + STEP)})
+
+    assert response.status_code == 409
+    assert b"Two-factor sign-in is already on for this account." in response.data
+    assert len(audit_actions(app, "auth.two_factor_enabled")) == 0

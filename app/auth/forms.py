@@ -102,6 +102,7 @@ class TwoFactorCodeForm(FlaskForm):
     code = StringField(
         "Code",
         validators=[DataRequired(message="Enter the code."), Length(max=32, message="The code is too long.")],
+        render_kw={"autocomplete": "one-time-code", "spellcheck": "false"},
     )
 
 

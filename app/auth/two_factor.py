@@ -183,7 +183,11 @@ def _code_action(purpose, action, audit_action, success_message):
         db.session.rollback()
         if error.details and error.details.get("code") == "invalid":
             _record_failure(current_user, purpose)
-        form.code.errors.append(error.message)
+        if error.status == 409:
+            # A conflict is about the account's state, not the code, and its form may not be shown.
+            flash(error.message, "error")
+        else:
+            form.code.errors.append(error.message)
         return _render_settings(error.status, form, purpose)
 
     record(
