@@ -1,7 +1,7 @@
 """Add two-factor sign-in
 
 Revision ID: f8301558f972
-Revises: 5a460b13ca26
+Revises: cbc096cd1929
 Create Date: 2026-12-04 23:31:08.320814
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'f8301558f972'
-down_revision = '5a460b13ca26'
+down_revision = 'cbc096cd1929'
 branch_labels = None
 depends_on = None
 
