@@ -69,7 +69,7 @@ def test_enrol_sign_in_and_revoke_session(page, browser, live_server, app, monke
     page.click("nav >> text=Settings")
     rows = page.locator("#sessions tbody tr")
     expect(rows).to_have_count(2)
-    expect(page.locator("#sessions")).to_contain_text("this browser")
+    expect(page.locator("#sessions")).to_contain_text("this session")
     page.locator("#sessions tbody button:has-text('Sign out')").click()
     expect(page.locator(".flash-success")).to_contain_text("Session signed out")
     expect(rows).to_have_count(1)
