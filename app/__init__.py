@@ -99,6 +99,8 @@ def _register_blueprints(app):
     from app.integrations import api as _integrations_api  # noqa: F401
     from app.integrations.views import bp as integrations_bp
     from app.monitoring.views import bp as monitoring_bp
+    from app.orgs import api as _orgs_api  # noqa: F401
+    from app.orgs.views import bp as orgs_bp
     from app.webhooks import api as _webhooks_api  # noqa: F401
     from app.webhooks.views import bp as webhooks_bp
     from app.workflows import api as _workflows_api  # noqa: F401
@@ -114,6 +116,7 @@ def _register_blueprints(app):
     app.register_blueprint(files_bp)
     app.register_blueprint(insights_bp)
     app.register_blueprint(monitoring_bp)
+    app.register_blueprint(orgs_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(workflows_bp)
     app.register_blueprint(integrations_bp)

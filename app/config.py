@@ -108,6 +108,8 @@ def load_config(instance_path):
         # Two-factor code attempts allowed per user in each window (five times as many per address).
         "TWO_FACTOR_RATE_LIMIT": _int("TWO_FACTOR_RATE_LIMIT", 5),
         "TWO_FACTOR_RATE_WINDOW_SECONDS": _int("TWO_FACTOR_RATE_WINDOW_SECONDS", 300),
+        # Days an emailed invitation link to an organization stays valid.
+        "INVITATION_EXPIRY_DAYS": _int("INVITATION_EXPIRY_DAYS", 7),
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

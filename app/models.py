@@ -8,6 +8,6 @@ from app.events.models import Event, GitImport  # noqa: F401
 from app.files.models import File, Folder  # noqa: F401
 from app.insights.models import AnalysisState, Pattern, Suggestion  # noqa: F401
 from app.integrations.models import Integration  # noqa: F401
-from app.orgs.models import Membership, Organization  # noqa: F401
+from app.orgs.models import Invitation, Membership, Organization  # noqa: F401
 from app.webhooks.models import OutgoingDelivery, WebhookDelivery, WebhookEndpoint  # noqa: F401
 from app.workflows.models import StepAttempt, Workflow, WorkflowRun, WorkflowVersion  # noqa: F401

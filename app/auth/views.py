@@ -79,9 +79,10 @@ def _client_address():
 
 @bp.route("/signup", methods=["GET", "POST"])
 def signup():
-    """Create an account with its personal organization, and sign in."""
+    """Create an account with its personal organization, sign in, and go on to `next` when it is a path here."""
+    next_path = safe_next(request.args.get("next"))
     if current_user.is_authenticated:
-        return redirect(url_for("insights.dashboard"))
+        return redirect(next_path or url_for("insights.dashboard"))
     form = SignUpForm()
     if form.validate_on_submit():
         enforce(
@@ -105,8 +106,8 @@ def signup():
             flash("Welcome to Floyo. Import a git history or start the agent to see your patterns.", "success")
             if not account.send_verification(user):
                 flash("The verification email could not be sent. Use the resend button to try again.", "error")
-            return redirect(url_for("insights.dashboard"))
-    return render_template("auth/signup.html", form=form), 200 if request.method == "GET" else 422
+            return redirect(next_path or url_for("insights.dashboard"))
+    return render_template("auth/signup.html", form=form, next=next_path), 200 if request.method == "GET" else 422
 
 
 @bp.route("/signin", methods=["GET", "POST"])

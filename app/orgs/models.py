@@ -33,3 +33,38 @@ class Membership(db.Model):
 
     organization = db.relationship("Organization", back_populates="memberships")
     user = db.relationship("User", back_populates="memberships")
+
+
+class Invitation(db.Model):
+    """An invitation to join an organization, sent by email as a single-use link.
+
+    The link carries a random token; only its SHA-256 hash is stored. An invitation is pending
+    until it is accepted, revoked or past `expires_at`.
+    """
+
+    __tablename__ = "invitations"
+    __table_args__ = (db.Index("ix_invitations_org_id", "org_id", "id"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+    email = db.Column(db.String(254), nullable=False)
+    role = db.Column(db.String(16), nullable=False)
+    token_hash = db.Column(db.String(64), nullable=False, unique=True)
+    invited_by_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at = db.Column(UTCDateTime, nullable=False)
+    accepted_at = db.Column(UTCDateTime)
+    accepted_by_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at = db.Column(UTCDateTime)
+
+    organization = db.relationship("Organization")
+    invited_by = db.relationship("User", foreign_keys=[invited_by_id])
+
+    def status(self, now):
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        return "pending"
