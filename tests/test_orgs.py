@@ -141,7 +141,7 @@ def test_switch_between_orgs(app, client, team):
     assert b"Members of Acme" not in page.data
 
 
-def test_switch_to_foreign_org_refused(app, client, team, make_user):
+def test_switch_to_foreign_org_rejected(app, client, team, make_user):
     stranger = make_user()
 
     response = client.post("/orgs/switch", data={"org_id": stranger["org_id"]})
@@ -163,12 +163,12 @@ def test_switcher_in_top_bar(client, team):
 
 def test_rename_needs_admin(app, client, auth, team):
     act_as(auth, client, team, "member")
-    refused = client.post("/org/rename", data={"name": "Other"})
+    rejected = client.post("/org/rename", data={"name": "Other"})
     act_as(auth, client, team, "admin")
     renamed = client.post("/org/rename", data={"name": "Acme Labs"})
     blank = client.post("/org/rename", data={"name": " "})
 
-    assert refused.status_code == 403
+    assert rejected.status_code == 403
     assert renamed.status_code == 302
     assert blank.status_code == 422
     with app.app_context():
@@ -677,12 +677,12 @@ def test_api_lists_orgs_with_role(client, team, keys):
 
 
 def test_api_rename(app, client, team, keys):
-    refused = client.patch("/api/v1/orgs/current", json={"name": "X"}, headers=bearer(keys["member"]))
+    rejected = client.patch("/api/v1/orgs/current", json={"name": "X"}, headers=bearer(keys["member"]))
     blank = client.patch("/api/v1/orgs/current", json={"name": ""}, headers=bearer(keys["admin"]))
     not_json = client.patch("/api/v1/orgs/current", data="name", headers=bearer(keys["admin"]))
     renamed = client.patch("/api/v1/orgs/current", json={"name": "Acme Labs"}, headers=bearer(keys["admin"]))
 
-    assert refused.status_code == 403
+    assert rejected.status_code == 403
     assert blank.status_code == 422
     assert not_json.status_code == 400
     assert renamed.status_code == 200

@@ -1,4 +1,8 @@
-"""JSON routes for organizations and their members. "current" is the API key's organization."""
+"""JSON routes for organizations and their members.
+
+"current" is the API key's organization, or for a read with the session cookie the organization
+chosen in the session.
+"""
 
 from typing import Literal
 
@@ -61,7 +65,7 @@ class InvitationCreate(BaseModel):
 
 
 class InvitationOut(BaseModel):
-    """An invitation; the token is only in the emailed link and is never returned."""
+    """An invitation. The token is only in the emailed link, so it is never returned."""
 
     id: int
     email: str

@@ -125,9 +125,9 @@ def send_invitation(invitation, accept_url):
     """Email the link; raise MailFailed (the caller rolls back) when the mail server fails."""
     org = invitation.organization
     inviter = invitation.invited_by
-    who = (inviter.name or inviter.email) if inviter is not None else "Someone"
+    inviter_name = (inviter.name or inviter.email) if inviter is not None else "Someone"
     body = (
-        f"{who} invited you to join {org.name} on Floyo as {invitation.role}.\n\n"
+        f"{inviter_name} invited you to join {org.name} on Floyo as {invitation.role}.\n\n"
         f"Accept the invitation here:\n{accept_url}\n\n"
         f"The link works once and expires at {invitation.expires_at:%Y-%m-%d %H:%M} UTC. "
         "If you did not expect it, ignore this email."

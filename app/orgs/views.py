@@ -1,6 +1,6 @@
 """Pages to create, switch, rename and delete organizations, and to manage their members.
 
-Views that change something post, then redirect with a flashed message. A refused change renders
+Views that change something post, then redirect with a flashed message. A rejected change renders
 its page again with the error's status (403, 404, 409, 422, or 402 past the plan's member limit).
 """
 
@@ -23,7 +23,7 @@ bp = Blueprint("orgs", __name__)
 @bp.app_context_processor
 def inject_org_switcher():
     def org_switcher():
-        """The signed-in user's organizations for the top bar: (membership, is the current one)."""
+        """Return the signed-in user's memberships for the top bar, each with whether it is the current one."""
         if not current_user.is_authenticated:
             return []
         org = current_org()
@@ -39,7 +39,7 @@ def _client_address():
     return request.remote_addr or ""
 
 
-def _refuse(error, page):
+def _render_error(error, page):
     """Roll back, flash the error, and render `page` ("members" or "settings") with its status."""
     db.session.rollback()
     flash(error.message, "error")
@@ -113,7 +113,7 @@ def switch():
 @login_required
 @role_required("viewer")
 def settings():
-    """The current organization's name, and how to leave or delete it."""
+    """Show the current organization's name, and how to leave or delete it."""
     return _render_settings()
 
 
@@ -125,7 +125,7 @@ def rename():
         org = service.rename_org(current_user, current_org(), request.form.get("name", ""), _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "settings")
+        return _render_error(error, "settings")
     flash(f"The organization is now called {org.name}.", "success")
     return hx_redirect(url_for("orgs.settings"))
 
@@ -141,7 +141,7 @@ def delete():
         storage_keys = service.delete_org(current_user, org, request.form.get("confirm_name", ""), _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "settings")
+        return _render_error(error, "settings")
 
     # Stored bytes go only after the rows are gone, so a failed commit leaves every file readable.
     service.delete_stored_files(org_id, storage_keys)
@@ -159,7 +159,7 @@ def leave():
         service.leave_org(current_user, org, _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "settings")
+        return _render_error(error, "settings")
     session.pop("org_id", None)
     flash(f"You left {org.name}.", "success")
     return hx_redirect(url_for("insights.dashboard"))
@@ -172,7 +172,7 @@ def leave():
 @login_required
 @role_required("viewer")
 def members():
-    """Members of the current organization with their roles, and pending invitations for admins."""
+    """List the current organization's members with their roles, and pending invitations for admins."""
     return _render_members()
 
 
@@ -193,7 +193,7 @@ def invite():
         invitations.send_invitation(invitation, url_for("orgs.invitation", token=raw, _external=True))
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "members")
+        return _render_error(error, "members")
     flash(f"Invitation sent to {invitation.email}.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -206,7 +206,7 @@ def revoke_invitation(invitation_id):
         invitation = invitations.revoke_invitation(current_user, current_org(), invitation_id, _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "members")
+        return _render_error(error, "members")
     flash(f"Revoked the invitation for {invitation.email}.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -226,7 +226,7 @@ def change_role(user_id):
         )
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "members")
+        return _render_error(error, "members")
     flash(f"{membership.user.email} is now {membership.role}.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -239,7 +239,7 @@ def remove_member(user_id):
         service.remove_member(current_user, current_membership().role, current_org(), user_id, _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "members")
+        return _render_error(error, "members")
     flash("Member removed.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -256,7 +256,7 @@ def transfer():
         target = service.transfer_ownership(current_user, current_org(), user_id, _client_address())
         db.session.commit()
     except ServiceError as error:
-        return _refuse(error, "members")
+        return _render_error(error, "members")
     flash(f"{target.user.email} now owns {current_org().name}; you are an admin.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -274,14 +274,14 @@ def invitation():
     except ServiceError as error:
         return render_template("orgs/invitation.html", error=error.message, invitation=None), error.status
 
-    here = url_for("orgs.invitation", token=token)
+    invitation_path = url_for("orgs.invitation", token=token)
     return render_template(
         "orgs/invitation.html",
         error=None,
         invitation=found,
         token=token,
-        signin_url=url_for("auth.signin", next=here),
-        signup_url=url_for("auth.signup", next=here),
+        signin_url=url_for("auth.signin", next=invitation_path),
+        signup_url=url_for("auth.signup", next=invitation_path),
         email_matches=current_user.is_authenticated and current_user.email == found.email,
         now=utcnow(),
     )
