@@ -794,3 +794,13 @@ def test_openapi_lists_org_routes(client):
     assert set(paths["/api/v1/orgs/current/members/{user_id}"]) == {"patch", "delete"}
     assert "delete" in paths["/api/v1/orgs/current/invitations/{invitation_id}"]
     assert "get" in paths["/api/v1/orgs"]
+
+
+def test_removed_member_key_stops_working(client, team, keys):
+    before = client.get("/api/v1/orgs/current", headers=bearer(keys["member"]))
+    client.delete(f"/api/v1/orgs/current/members/{team['member']['id']}", headers=bearer(keys["owner"]))
+
+    after = client.get("/api/v1/orgs/current", headers=bearer(keys["member"]))
+
+    assert before.status_code == 200
+    assert after.status_code == 401
