@@ -1,7 +1,7 @@
 """Add organization invitations
 
 Revision ID: e09744cd536a
-Revises: 5a460b13ca26
+Revises: f8301558f972
 Create Date: 2026-12-04 23:29:25.154496
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e09744cd536a'
-down_revision = '5a460b13ca26'
+down_revision = 'f8301558f972'
 branch_labels = None
 depends_on = None
 
