@@ -7,6 +7,7 @@ import re
 import secrets
 from datetime import timedelta
 
+from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth.models import ApiKey, User, UserSession
@@ -99,7 +100,9 @@ def load_session_user(key):
     if not key:
         return None
     user_session = db.session.scalar(
-        db.select(UserSession).where(
+        db.select(UserSession)
+        .options(joinedload(UserSession.user))
+        .where(
             UserSession.key_hash == hash_token(key),
             UserSession.revoked_at.is_(None),
             UserSession.two_factor_pending.is_(False),

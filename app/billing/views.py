@@ -1,6 +1,6 @@
 """The billing page: plan, status, usage against the limits, invoices; Checkout and the customer portal."""
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.billing import limits, plans, service
@@ -88,7 +88,8 @@ def billing_banner():
 
     def billing_past_due():
         org = current_org()
-        if org is None or service.role_in(org.id, current_user.id) != "owner":
+        membership = g.get("membership")
+        if org is None or membership is None or membership.role != "owner":
             return False
         return service.is_past_due(org.id)
 

@@ -9,6 +9,7 @@ import logging
 import sqlalchemy as sa
 from flask import g, session
 from flask_login import current_user
+from sqlalchemy.orm import joinedload
 
 from app.admin.service import record
 from app.auth.models import User
@@ -22,7 +23,13 @@ MAX_NAME_LENGTH = 120
 
 
 def memberships_of(user):
-    return db.session.scalars(db.select(Membership).where(Membership.user_id == user.id).order_by(Membership.id)).all()
+    """Return the user's memberships, oldest first, with their organizations loaded in the same query."""
+    return db.session.scalars(
+        db.select(Membership)
+        .options(joinedload(Membership.organization))
+        .where(Membership.user_id == user.id)
+        .order_by(Membership.id)
+    ).all()
 
 
 def current_org():
@@ -40,6 +47,8 @@ def current_org():
         membership = next((m for m in memberships if m.organization.personal), memberships[0] if memberships else None)
     g.org = membership.organization if membership else None
     g.membership = membership
+    # The top bar's organization switcher lists them again on the same page.
+    g.memberships = memberships
     g.log_org_id = g.org.id if g.org else None
     return g.org
 

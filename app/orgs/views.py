@@ -4,7 +4,7 @@ Views that change something post, then redirect with a flashed message. A reject
 its page again with the error's status (403, 404, 409, 422, or 402 past the plan's member limit).
 """
 
-from flask import Blueprint, flash, render_template, request, session, url_for
+from flask import Blueprint, flash, g, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from app.auth.views import safe_next
@@ -27,10 +27,10 @@ def inject_org_switcher():
         if not current_user.is_authenticated:
             return []
         org = current_org()
-        return [
-            (membership, org is not None and membership.org_id == org.id)
-            for membership in service.memberships_of(current_user)
-        ]
+        memberships = g.get("memberships")
+        if memberships is None:
+            memberships = service.memberships_of(current_user)
+        return [(membership, org is not None and membership.org_id == org.id) for membership in memberships]
 
     return {"org_switcher": org_switcher}
 
