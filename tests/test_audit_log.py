@@ -326,7 +326,7 @@ def test_export_csv_and_json_content(app, client, auth, team):
     unknown = client.get("/org/audit/export.xml")
 
     assert exported_csv.status_code == 200
-    assert exported_csv.mimetype == "text/csv"
+    assert exported_csv.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert "attachment" in exported_csv.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert len(rows) == 1

@@ -134,6 +134,22 @@ def test_editor_save_invalid_shows_errors(app, client, auth, member):
         db.session.remove()
 
 
+def test_editor_htmx_save_invalid_shows_message(app, client, auth, member):
+    auth.signin(member["email"])
+
+    response = client.post("/workflows/new", data=_editor_form(definition()), headers={"HX-Request": "true"})
+    next_page = client.get("/workflows")
+
+    # htmx swaps only 2xx answers, so the refused save comes back as a fragment with its message.
+    assert response.status_code == 200
+    assert b'id="editor"' in response.data
+    assert b"The workflow definition is invalid" in response.data
+    assert b"The workflow definition is invalid" not in next_page.data
+    with app.app_context():
+        assert db.session.query(Workflow).count() == 0
+        db.session.remove()
+
+
 def test_edit_saves_version_and_restore(app, client, auth, member):
     workflow = create_workflow(client, member, definition(step("a", "transform", {})))
     auth.signin(member["email"])

@@ -12,7 +12,7 @@ from app.orgs.service import current_org
 bp = Blueprint("org_audit", __name__, url_prefix="/org/audit")
 
 EXPORTS = {
-    "csv": (service.export_csv, "text/csv; charset=utf-8"),
+    "csv": (service.export_csv, "text/csv"),
     "json": (service.export_json, "application/json"),
 }
 

@@ -19,16 +19,19 @@ bp = Blueprint("workflows", __name__, url_prefix="/workflows")
 RUNS_PER_PAGE = 50
 
 
-def _render_editor(state, workflow=None, suggestion_id=None, status=200):
+def _render_editor(state, workflow=None, suggestion_id=None, status=200, error=None):
     context = {
         "state": state,
         "workflow": workflow,
         "suggestion_id": suggestion_id,
         "step_types": STEP_TYPES,
         "trigger_types": TRIGGER_TYPES,
+        "error": error,
     }
-    template = "workflows/_editor.html" if is_htmx() else "workflows/edit.html"
-    return render_template(template, **context), status
+    if is_htmx():
+        # htmx does not swap 4xx answers, so the fragment that shows a refused save goes out as 200.
+        return render_template("workflows/_editor.html", **context), 200
+    return render_template("workflows/edit.html", **context), status
 
 
 @bp.get("")
@@ -71,8 +74,7 @@ def create():
     except ServiceError as error:
         db.session.rollback()
         state.problems = error.details if isinstance(error.details, list) else []
-        flash(error.message, "error")
-        return _render_editor(state, suggestion_id=suggestion_id, status=422)
+        return _render_editor(state, suggestion_id=suggestion_id, status=422, error=error.message)
     flash(f"Saved workflow {workflow.name!r} as version 1.", "success")
     return hx_redirect(url_for("workflows.detail", workflow_id=workflow.id))
 
@@ -113,8 +115,9 @@ def update(workflow_id):
     except ServiceError as error:
         db.session.rollback()
         state.problems = error.details if isinstance(error.details, list) else []
-        flash(error.message, "error")
-        return _render_editor(state, workflow=service.get_workflow(org.id, workflow_id), status=422)
+        return _render_editor(
+            state, workflow=service.get_workflow(org.id, workflow_id), status=422, error=error.message
+        )
     flash(f"Saved version {workflow.version_number}.", "success")
     return hx_redirect(url_for("workflows.detail", workflow_id=workflow.id))
 
