@@ -740,3 +740,24 @@ def test_cli_create_api_key_scopes(app, make_user):
     assert "Unknown API key scope root" in rejected.output
     with app.app_context():
         assert db.session.scalars(db.select(ApiKey.scopes)).all() == ["read"]
+
+
+def test_pages_hide_actions_the_role_lacks(team):
+    viewer, member, admin = (team["clients"][role] for role in ("viewer", "member", "admin"))
+
+    viewer_workflows = viewer.get("/workflows").get_data(as_text=True)
+    member_workflows = member.get("/workflows").get_data(as_text=True)
+    viewer_files = viewer.get("/files").get_data(as_text=True)
+    member_files = member.get("/files").get_data(as_text=True)
+    member_integrations = member.get("/integrations").get_data(as_text=True)
+    admin_integrations = admin.get("/integrations").get_data(as_text=True)
+
+    assert "New workflow" not in viewer_workflows
+    assert "/workflows/import" not in viewer_workflows
+    assert "New workflow" in member_workflows
+    assert "/workflows/import" in member_workflows
+    assert 'id="upload-form"' not in viewer_files
+    assert 'id="upload-form"' in member_files
+    assert "/integrations/new/" not in member_integrations
+    assert "Admins and owners of this organization connect integrations." in member_integrations
+    assert "/integrations/new/" in admin_integrations

@@ -32,7 +32,18 @@ def inject_org_switcher():
             memberships = service.memberships_of(current_user)
         return [(membership, org is not None and membership.org_id == org.id) for membership in memberships]
 
-    return {"org_switcher": org_switcher}
+    def can(role):
+        """Return whether the signed-in user's role in the current organization includes `role`.
+
+        Pages use it to hide actions the role decorators would reject; the decorators still decide.
+        """
+        if not current_user.is_authenticated:
+            return False
+        current_org()
+        membership = g.get("membership")
+        return membership is not None and role_allows(membership.role, role)
+
+    return {"org_switcher": org_switcher, "can": can}
 
 
 def _client_address():
