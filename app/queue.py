@@ -17,12 +17,16 @@ from flask import current_app, has_app_context
 from rq import Queue, SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
 QUEUE_NAMES = ("default", "analysis")
 DEFAULT_JOB_TIMEOUT = 3600
+# A worker pings a pooled database connection before use only when it sat idle this long or the
+# last job failed. A busy worker reuses its connection within milliseconds, so it never pings.
+POOL_PING_IDLE_SECONDS = 5.0
 
 
 class JobQueues:
@@ -158,9 +162,45 @@ def _app_for_worker():
     with _worker_app_lock:
         if _worker_app is None:
             from app import create_app
+            from app.extensions import db
 
-            _worker_app = create_app()
+            # These options replace SQLALCHEMY_ENGINE_OPTIONS, which sets only pool_pre_ping.
+            # The pool's own pre-ping costs two round trips per job, so _ping_idle_connections
+            # pings only where a dropped connection is likely.
+            _worker_app = create_app({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": False}})
+            with _worker_app.app_context():
+                _ping_idle_connections(db.engine)
         return _worker_app
+
+
+_ping_next_checkout = False
+
+
+def _ping_idle_connections(engine):
+    """Ping a pooled connection at checkout when it was idle for a while or the last job failed.
+
+    A failed ping raises DisconnectionError, on which the pool discards the connection and
+    checks out another one.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def remember_checkin(dbapi_connection, record):
+        record.info["floyo_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_needed(dbapi_connection, record, proxy):
+        global _ping_next_checkout
+        checked_in = record.info.get("floyo_checked_in")
+        if checked_in is None:
+            return  # a new connection
+        if not _ping_next_checkout and time.monotonic() - checked_in < POOL_PING_IDLE_SECONDS:
+            return
+        _ping_next_checkout = False
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            logger.warning("database connection failed its ping; reconnecting: %s", error)
+            raise DisconnectionError() from error
 
 
 def job(func):
@@ -181,10 +221,14 @@ def job(func):
 
 
 def _run_job(func, args, kwargs):
+    global _ping_next_checkout
     from app.extensions import db
 
     try:
         return func(*args, **kwargs)
+    except BaseException:
+        _ping_next_checkout = True
+        raise
     finally:
         db.session.remove()
 

@@ -12,15 +12,22 @@ found "sending" (http_request, webhook, notify) may have reached its target, so 
 "interrupted; not resent" and never repeated.
 """
 
+import functools
 import logging
 import time
 from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 
+from app.db_types import UTCDateTime
 from app.extensions import db
 from app.timeutil import isoformat, utcnow
 from app.webhooks import outgoing
+from app.webhooks.models import WebhookEndpoint
+from app.workflows.compiled import compiled_definition
 from app.workflows.expressions import ExpressionError, render
 from app.workflows.models import StepAttempt, WorkflowRun, WorkflowVersion
 from app.workflows.schemas import SENDING_STEP_TYPES
@@ -38,24 +45,66 @@ def execute_run(run_id):
     """Claim the run and execute it until it ends or waits; a run that is not queued is left alone.
 
     Returns the run's status afterwards, or None when it was not claimed. The claim returns the
-    run's row and its version's definition, so a run of pure steps costs a handful of statements:
-    the throughput of the workers depends on it.
+    run's row, a fingerprint of its version and whether the organization has an enabled outgoing
+    webhook endpoint. A run of pure steps on PostgreSQL, of a version this process has run before
+    and without endpoints, then costs four round trips: BEGIN, the claim, one statement that saves
+    the attempts and ends the run, and COMMIT. The throughput of the workers depends on it.
     """
+    try:
+        row, claimed_at = _claim(run_id)
+    except DBAPIError as error:
+        # The workers skip the pool's pre-ping, so a connection that the server closed while it
+        # sat in the pool fails here, at the first statement, before anything was changed.
+        db.session.rollback()
+        if not error.connection_invalidated:
+            raise
+        logger.warning("database connection lost before claiming run=%s; claiming again", run_id)
+        row, claimed_at = _claim(run_id)
+    if row is None:
+        db.session.rollback()
+        logger.info("run not claimed run=%s (not queued, or cancelled)", run_id)
+        return None
+    # The claim is committed with the first step that has to be saved on its own (any step that
+    # is not pure, a wait, or the end of the run). A run of pure steps is then one transaction:
+    # if the worker dies before its commit, the run is simply still queued and is enqueued again.
+    # A run that started before (resumed after a wait or a recovery) or copies attempts of an
+    # earlier run (a re-run from a failed step) has attempts to read; a fresh run has none.
+    resumed = row.started_at != claimed_at or row.rerun_from_step is not None
+    definition = compiled_definition(row.version_id, row.version_created_at)
+    engine = Engine(row, definition, resumed)
+    engine.proceed()
+    return engine.status
+
+
+def _claim(run_id):
+    """Move the run from queued to running; return its row (None when it is not queued) and the time."""
     now = utcnow()
     grace = current_app.config["RUN_RECOVERY_SECONDS"]
+    row = db.session.execute(
+        _claim_statement(),
+        {"run_id": run_id, "now": now, "lease_until": now + timedelta(seconds=grace + CLAIM_LEASE_SECONDS)},
+    ).first()
+    return row, now
+
+
+@functools.cache
+def _claim_statement():
+    """Build the claiming UPDATE once per process, with bound parameters for its values."""
     table = WorkflowRun.__table__
     versions = WorkflowVersion.__table__
-    connection = db.session.connection()
-    # PostgreSQL returns the definition with the claim (UPDATE ... FROM); SQLite's RETURNING
-    # cannot name another table, so there it is read with a second statement.
-    joined = connection.dialect.name == "postgresql"
-    statement = (
+    endpoints = WebhookEndpoint.__table__
+    now = db.bindparam("now", type_=UTCDateTime)
+    # Scalar subqueries in RETURNING work on PostgreSQL and SQLite alike, which an UPDATE ... FROM
+    # does not: SQLite's RETURNING cannot name the FROM table.
+    version_created_at = db.select(versions.c.created_at).where(versions.c.id == table.c.version_id).scalar_subquery()
+    has_endpoints = db.exists().where(endpoints.c.org_id == table.c.org_id, endpoints.c.enabled.is_(True))
+    return (
         db.update(table)
-        .where(table.c.id == run_id, table.c.status == "queued", table.c.cancel_requested.is_(False))
+        .where(table.c.id == db.bindparam("run_id"), table.c.status == "queued", table.c.cancel_requested.is_(False))
         .values(
             status="running",
             started_at=db.func.coalesce(table.c.started_at, now),
-            lease_until=now + timedelta(seconds=grace + CLAIM_LEASE_SECONDS),
+            lease_until=db.bindparam("lease_until", type_=UTCDateTime),
             wake_at=None,
         )
         .returning(
@@ -69,47 +118,10 @@ def execute_run(run_id):
             table.c.created_by_id,
             table.c.started_at,
             table.c.rerun_from_step,
-            *([versions.c.definition] if joined else []),
+            version_created_at.label("version_created_at"),
+            has_endpoints.label("has_webhook_endpoints"),
         )
     )
-    if joined:
-        statement = statement.where(versions.c.id == table.c.version_id)
-    row = connection.execute(statement).first()
-    if row is None:
-        db.session.rollback()
-        logger.info("run not claimed run=%s (not queued, or cancelled)", run_id)
-        return None
-    # The claim is committed with the first step that has to be saved on its own (any step that
-    # is not pure, a wait, or the end of the run). A run of pure steps is then one transaction:
-    # if the worker dies before its commit, the run is simply still queued and is enqueued again.
-    # A run that started before (resumed after a wait or a recovery) or copies attempts of an
-    # earlier run (a re-run from a failed step) has attempts to read; a fresh run has none.
-    resumed = row.started_at != now or row.rerun_from_step is not None
-    if joined:
-        definition = row.definition
-    else:
-        definition = connection.execute(
-            db.select(versions.c.definition).where(versions.c.id == row.version_id)
-        ).scalar()
-    engine = Engine(row, definition, resumed)
-    engine.proceed()
-    return engine.status
-
-
-def topological_order(steps):
-    """Step ids in an order where each step follows its dependencies; ties keep definition order."""
-    remaining = {step["id"]: set(step.get("depends_on") or []) for step in steps}
-    order = []
-    while remaining:
-        ready = [step["id"] for step in steps if step["id"] in remaining and not remaining[step["id"]]]
-        if not ready:
-            raise ValueError("the steps form a cycle")
-        for step_id in ready:
-            del remaining[step_id]
-            order.append(step_id)
-        for dependencies in remaining.values():
-            dependencies.difference_update(ready)
-    return order
 
 
 def render_config(step, values):
@@ -126,9 +138,14 @@ class Engine:
     def __init__(self, run, definition, resumed=True):
         self.run = run
         self.status = "running"
-        self.steps = {step["id"]: step for step in definition["steps"]}
-        self.order = topological_order(definition["steps"])
+        self.steps = definition.steps
+        self.order = definition.order
         self.attempts = {}
+        # Attempts not yet added to the session: they are saved with the next commit, or on
+        # PostgreSQL in the statement that ends the run.
+        self.unsaved = []
+        # False until the first commit: the whole run so far is one transaction with its claim.
+        self.committed = False
         if resumed:
             stored = db.session.scalars(
                 db.select(StepAttempt).where(StepAttempt.run_id == run.id).order_by(StepAttempt.id)
@@ -279,7 +296,7 @@ class Engine:
             finished_at=now if finished else None,
             will_retry=False,
         )
-        db.session.add(attempt)
+        self.unsaved.append(attempt)
         self.attempts.setdefault(step["id"], []).append(attempt)
         return attempt
 
@@ -359,8 +376,15 @@ class Engine:
     # Saving and ending.
 
     def _commit(self):
+        self._add_unsaved()
         db.session.commit()
+        self.committed = True
         self.last_commit = time.monotonic()
+
+    def _add_unsaved(self):
+        if self.unsaved:
+            db.session.add_all(self.unsaved)
+            self.unsaved = []
 
     def _cancel_requested(self):
         return bool(db.session.scalar(db.select(WorkflowRun.cancel_requested).where(WorkflowRun.id == self.run.id)))
@@ -371,6 +395,7 @@ class Engine:
         statement = db.update(table).where(table.c.id == self.run.id, table.c.status == "running")
         if condition is not None:
             statement = statement.where(condition)
+        self._add_unsaved()
         db.session.flush()
         return db.session.connection().execute(statement.values(**values)).rowcount
 
@@ -397,26 +422,95 @@ class Engine:
 
     def _set_final(self, status, error):
         """End the run. A success requested to cancel in the meantime ends as cancelled."""
-        table = WorkflowRun.__table__
-        values = {"status": status, "error": error}
-        if status == "succeeded":
-            cancelled = table.c.cancel_requested.is_(True)
-            values = {
-                "status": db.case((cancelled, "cancelled"), else_="succeeded"),
-                "error": db.case((cancelled, "Cancelled by a user."), else_=None),
-            }
-        statement = (
-            db.update(table)
-            .where(table.c.id == self.run.id, table.c.status == "running")
-            .values(finished_at=utcnow(), lease_until=None, wake_at=None, **values)
-            .returning(table.c.status)
-        )
+        connection = db.session.connection()
+        parameters = {"run_id": self.run.id, "finished_at": utcnow(), "status": status, "error": error}
+        if self.unsaved and connection.dialect.name == "postgresql":
+            # One round trip: the attempts are inserted by a CTE of the UPDATE that ends the run.
+            # A run that has committed nothing yet ran only pure steps, which _final_statement
+            # may commit asynchronously.
+            parameters["attempts"] = [_attempt_document(attempt) for attempt in self.unsaved]
+            self.unsaved = []
+            asynchronous = not self.committed and current_app.config["WORKFLOW_ASYNC_COMMIT"]
+            statement = _final_statement(status == "succeeded", True, asynchronous)
+        else:
+            self._add_unsaved()
+            statement = _final_statement(status == "succeeded", False, False)
         db.session.flush()
-        final = db.session.connection().execute(statement).scalar()
-        if final is not None:
+        final = connection.execute(statement, parameters).scalar()
+        # A run that ends in its claiming transaction relies on the claim's check for an enabled
+        # endpoint of the organization. A run that committed before reads the endpoints again.
+        if final is not None and (self.committed or self.run.has_webhook_endpoints):
             # The outgoing webhooks of the run's end commit with it and are sent after the commit.
             outgoing.emit(self.run.org_id, f"workflow_run.{final}", outgoing.run_payload(self.run, final))
         status = final or status
         self._commit()
         self.status = status
         logger.info("run finished run=%s workflow=%s status=%s", self.run.id, self.run.workflow_id, status)
+
+
+ATTEMPT_COLUMNS = (
+    ("run_id", BigInteger),
+    ("step_id", Text),
+    ("step_type", Text),
+    ("number", Integer),
+    ("status", Text),
+    ("will_retry", Boolean),
+    ("input", JSONB),
+    ("output", JSONB),
+    ("log", Text),
+    ("error", Text),
+    ("started_at", DateTime(timezone=True)),
+    ("finished_at", DateTime(timezone=True)),
+)
+
+
+def _attempt_document(attempt):
+    document = {name: getattr(attempt, name) for name, _ in ATTEMPT_COLUMNS}
+    for name in ("started_at", "finished_at"):
+        if document[name] is not None:
+            document[name] = document[name].isoformat()
+    return document
+
+
+@functools.cache
+def _final_statement(succeeded, with_attempts, asynchronous):
+    """Build the UPDATE that ends a run, once per process for each combination of arguments.
+
+    A success requested to cancel in the meantime ends as cancelled. `with_attempts` (PostgreSQL
+    only) adds a CTE that inserts the attempts given as one JSON array in the `attempts`
+    parameter, so the statement text is the same however many steps the run has.
+
+    `asynchronous` sets synchronous_commit off for the transaction, so its commit does not wait
+    for the WAL flush. It is only used for a run that ran in its claiming transaction, which means
+    it ran only pure steps. A database crash can then lose the last fraction of a second of such
+    commits: those runs are back to "queued" and the scheduler enqueues them again, to the same
+    result. An outgoing webhook about such a run is sent only after the delivery's own claim has
+    committed synchronously, and that flushes the run's commit first.
+    """
+    table = WorkflowRun.__table__
+    if succeeded:
+        cancelled = table.c.cancel_requested.is_(True)
+        values = {
+            "status": db.case((cancelled, "cancelled"), else_="succeeded"),
+            "error": db.case((cancelled, "Cancelled by a user."), else_=None),
+        }
+    else:
+        values = {"status": db.bindparam("status"), "error": db.bindparam("error")}
+    statement = (
+        db.update(table)
+        .where(table.c.id == db.bindparam("run_id"), table.c.status == "running")
+        .values(finished_at=db.bindparam("finished_at", type_=UTCDateTime), lease_until=None, wake_at=None, **values)
+        .returning(table.c.status)
+    )
+    if with_attempts:
+        records = (
+            db.func.jsonb_to_recordset(db.bindparam("attempts", type_=JSONB))
+            .table_valued(*(db.column(name, type_) for name, type_ in ATTEMPT_COLUMNS))
+            .render_derived(with_types=True)
+        )
+        names = [name for name, _ in ATTEMPT_COLUMNS]
+        insert = db.insert(StepAttempt.__table__).from_select(names, db.select(*records.c))
+        statement = statement.add_cte(insert.cte("saved_attempts"))
+    if asynchronous:
+        statement = statement.returning(db.func.set_config("synchronous_commit", "off", True))
+    return statement
