@@ -135,8 +135,33 @@ def check_storage(org_id, adding_bytes):
 
 
 def count_run(org_id, trigger_type):
-    """Count a workflow run. Only runs a caller asked for are refused; scheduled and event runs are counted."""
-    return record_usage(org_id, "runs_per_month", 1, enforce=trigger_type in ("manual", "webhook"))
+    """Count a workflow run against the plan's monthly runs; return None, or why the run is skipped.
+
+    A manual run past the limit raises LimitExceeded, because a person is there to read the error.
+    A scheduled, event-match or webhook run past it is not counted, and the caller records it as
+    skipped, with the returned reason, instead of executing it.
+    """
+    if trigger_type == "manual":
+        record_usage(org_id, "runs_per_month", 1)
+        return None
+    total = record_usage(org_id, "runs_per_month", 1, enforce=False)
+    if not enforcing():
+        return None
+    plan_key = _plan(org_id)
+    limit = plans.limits_of(plan_key).get("runs_per_month")
+    if limit is None or total <= limit:
+        return None
+    # The upsert above holds the counter row's lock until commit, so taking the run back is safe.
+    table = UsageCounter.__table__
+    db.session.execute(
+        db.update(table)
+        .where(table.c.org_id == org_id, table.c.metric == "runs_per_month", table.c.period == current_period())
+        .values(count=table.c.count - 1)
+    )
+    logger.info("run skipped at plan limit org=%s plan=%s trigger=%s limit=%s", org_id, plan_key, trigger_type, limit)
+    plan_name = plans.get_plan(plan_key)["name"]
+    shown_limit = format_amount("runs_per_month", limit)
+    return f"Monthly run limit of {shown_limit} on the {plan_name} plan reached; upgrade in Billing."
 
 
 def _api_key(org_id, period):

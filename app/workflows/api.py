@@ -10,6 +10,7 @@ from app.api.auth import api_auth_required
 from app.api.errors import ApiError
 from app.api.openapi import operation
 from app.api.pagination import decode_cursor, encode_cursor, parse_limit
+from app.billing.limits import LimitExceeded
 from app.extensions import db
 from app.orgs.access import role_required
 from app.timeutil import isoformat
@@ -313,19 +314,25 @@ def execute_workflow(workflow_id):
     "Start the workflow of this secret URL; the JSON body becomes the run's input", status=202, tag=TAG, public=True
 )
 def receive_workflow_webhook(token):
-    """Incoming webhook trigger: a JSON object body is the input; any other body arrives as {"body": text}."""
+    """Incoming webhook trigger: a JSON object body is the input; any other body arrives as {"body": text}.
+
+    Past the plan's monthly run limit the run is stored as skipped and the response is 402.
+    """
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         text = request.get_data(as_text=True)
         body = {"body": text} if text else {}
     run = triggers.receive_webhook(token, body)
     db.session.commit()
+    if run.status == "skipped":
+        # The skipped run stays in the workflow's history; the sender learns why nothing ran.
+        raise LimitExceeded(run.error, {"limit": "runs_per_month", "run_id": run.id, "status": run.status})
     return jsonify({"run_id": run.id, "status": run.status}), 202
 
 
 RUN_QUERY = [
     ("workflow_id", "integer", "Only runs of this workflow."),
-    ("status", "string", "queued, running, waiting, succeeded, failed or cancelled."),
+    ("status", "string", "queued, running, waiting, succeeded, failed, cancelled or skipped."),
     ("trigger", "string", "manual, schedule, webhook or event_match."),
     ("since", "string", "Runs created at or after this date or ISO 8601 time."),
     ("until", "string", "Runs created before this date or ISO 8601 time."),

@@ -5,8 +5,11 @@ from app.events.models import BigId
 from app.extensions import db
 from app.timeutil import utcnow
 
-RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+# `skipped`: a scheduled, event-match or webhook run that was not executed because the plan's
+# monthly run limit was reached. Its error contains the reason.
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "skipped")
 ACTIVE_RUN_STATUSES = ("queued", "running", "waiting")
+FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled", "skipped")
 TRIGGER_TYPES = ("manual", "schedule", "webhook", "event_match")
 # `sending` marks an attempt of a step that sends something while the request is in flight, so a
 # recovery after a dead worker can tell "may have been sent" from "never started".

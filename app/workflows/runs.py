@@ -41,8 +41,13 @@ def check_input(data):
 
 
 def create_run(workflow, trigger_type, data=None, user_id=None, scheduled_for=None, trigger_event_id=None):
-    """Add a queued run of the workflow's current version and enqueue it after commit."""
-    count_run(workflow.org_id, trigger_type)
+    """Add a queued run of the workflow's current version and enqueue it after commit.
+
+    Past the plan's monthly run limit a manual run raises LimitExceeded, and a run of any other
+    trigger is stored as "skipped" with the reason in its error and is not enqueued.
+    """
+    data = check_input(data)
+    skip_reason = count_run(workflow.org_id, trigger_type)
     run = WorkflowRun(
         org_id=workflow.org_id,
         workflow_id=workflow.id,
@@ -50,13 +55,22 @@ def create_run(workflow, trigger_type, data=None, user_id=None, scheduled_for=No
         version_number=workflow.version_number,
         status="queued",
         trigger_type=trigger_type,
-        input=check_input(data),
+        input=data,
         scheduled_for=scheduled_for,
         trigger_event_id=trigger_event_id,
         created_by_id=user_id,
     )
+    if skip_reason is not None:
+        run.status = "skipped"
+        run.error = skip_reason
+        run.finished_at = utcnow()
     db.session.add(run)
     db.session.flush()
+    if skip_reason is not None:
+        logger.info(
+            "run skipped org=%s workflow=%s run=%s trigger=%s", workflow.org_id, workflow.id, run.id, trigger_type
+        )
+        return run
     enqueue_run(run)
     logger.info("run created org=%s workflow=%s run=%s trigger=%s", workflow.org_id, workflow.id, run.id, trigger_type)
     return run
@@ -181,6 +195,8 @@ def rerun(org_id, run_id, user_id, from_failed_step=False):
     original = get_run(org_id, run_id)
     if original.active:
         raise Conflict(f"Run {original.id} is still {original.status}; wait for it to end or cancel it first.")
+    # A re-run is a person's request like a manual run, so past the monthly limit it is rejected.
+    count_run(org_id, "manual")
     run = WorkflowRun(
         org_id=org_id,
         workflow_id=original.workflow_id,

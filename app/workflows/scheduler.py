@@ -15,7 +15,7 @@ from flask import current_app
 from app.extensions import db
 from app.timeutil import utcnow
 from app.webhooks.outgoing import enqueue_due_deliveries
-from app.workflows.models import StepAttempt, WorkflowRun
+from app.workflows.models import FINISHED_RUN_STATUSES, StepAttempt, WorkflowRun
 from app.workflows.runs import enqueue_run
 from app.workflows.triggers import fire_due_schedules
 
@@ -97,7 +97,7 @@ def prune_old_runs(now=None, batch=5000):
     while True:
         ids = db.session.scalars(
             db.select(WorkflowRun.id)
-            .where(WorkflowRun.created_at < cutoff, WorkflowRun.status.in_(("succeeded", "failed", "cancelled")))
+            .where(WorkflowRun.created_at < cutoff, WorkflowRun.status.in_(FINISHED_RUN_STATUSES))
             .limit(batch)
         ).all()
         if not ids:

@@ -71,7 +71,8 @@ def start_matching_runs(org_id, event_ids):
             trigger = workflow.definition["trigger"]
             if event.type != trigger["event_type"] or not fnmatch.fnmatchcase(event.path, trigger["path_glob"]):
                 continue
-            if _start_once(workflow, event):
+            run = _start_once(workflow, event)
+            if run is not None and run.status == "queued":
                 started += 1
     db.session.commit()
     logger.info("event match org=%s events=%s runs started=%s", org_id, len(events), started)
@@ -79,6 +80,7 @@ def start_matching_runs(org_id, event_ids):
 
 
 def _start_once(workflow, event):
+    """Create the run of `workflow` for `event`; returns it, or None when the event already started one."""
     from app.timeutil import isoformat
 
     data = {
@@ -92,10 +94,9 @@ def _start_once(workflow, event):
     }
     try:
         with db.session.begin_nested():
-            create_run(workflow, "event_match", data, trigger_event_id=event.id)
+            return create_run(workflow, "event_match", data, trigger_event_id=event.id)
     except IntegrityError:
-        return False
-    return True
+        return None
 
 
 def due_time(workflow, now):
@@ -114,7 +115,7 @@ def due_time(workflow, now):
 
 
 def fire_due_schedules(now=None):
-    """Start a run for every schedule that came due; returns how many runs were started.
+    """Start a run for every schedule that came due; returns how many runs were started (not skipped).
 
     Two schedulers may run this at once: the unique (workflow_id, scheduled_for) constraint lets
     exactly one of them insert each run.
@@ -130,8 +131,9 @@ def fire_due_schedules(now=None):
             continue
         try:
             with db.session.begin_nested():
-                create_run(workflow, "schedule", {"scheduled_for": due.isoformat()}, scheduled_for=due)
-            started += 1
+                run = create_run(workflow, "schedule", {"scheduled_for": due.isoformat()}, scheduled_for=due)
+            if run.status == "queued":
+                started += 1
         except IntegrityError:
             logger.info("schedule already fired workflow=%s due=%s", workflow.id, due.isoformat())
         workflow.schedule_checked_until = now

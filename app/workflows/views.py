@@ -86,7 +86,9 @@ def detail(workflow_id):
     org = current_org()
     workflow = service.get_workflow(org.id, workflow_id)
     recent = run_service.list_runs(org.id, workflow.id, limit=10)[:10]
-    return render_template("workflows/detail.html", workflow=workflow, runs=recent)
+    # Scheduled, event and webhook runs past the plan's monthly limit are stored as skipped.
+    limit_notice = recent[0].error if recent and recent[0].status == "skipped" else None
+    return render_template("workflows/detail.html", workflow=workflow, runs=recent, limit_notice=limit_notice)
 
 
 @bp.get("/<int:workflow_id>/edit")
