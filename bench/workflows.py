@@ -9,8 +9,9 @@ It creates and migrates its own database, creates a user and a workflow of three
 steps, and starts two `rq worker -w app.queue.FloyoWorker` processes. In one run it then measures
 (a) no-op jobs: N jobs of a function that does nothing, enqueued at once, timed until the last
 one has finished; and (b) workflow runs: N queued runs inserted and committed, their N jobs
-enqueued at once, timed until the last run has succeeded. It prints both rates and their ratio,
-stops the workers and drops the database.
+enqueued at once, timed until the last job has finished, then checked that every run succeeded.
+It alternates the two phases --rounds times with N / rounds each and adds up the times.
+It prints both rates, their ratio and the load average, stops the workers and drops the database.
 """
 
 import argparse
@@ -74,8 +75,18 @@ def parse_args():
     )
     parser.add_argument("--runs", type=int, default=3000, help="Workflow runs, and no-op jobs, to measure.")
     parser.add_argument("--workers", type=int, default=2, help="rq worker processes.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="Alternate the no-op and the run phase this many times, each with a share of --runs, so that a"
+        " change of the machine's load during the run affects both rates alike.",
+    )
     parser.add_argument("--time-limit", type=float, default=300, help="Seconds to wait for each phase.")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.rounds < 1 or args.runs < args.rounds:
+        parser.error(f"--rounds must be between 1 and --runs ({args.runs}), got {args.rounds}")
+    return args
 
 
 def _admin(server):
@@ -128,8 +139,13 @@ def main():
             for index in range(args.workers)
         ]
         _warm_up(connection, args)
-        noop_seconds = _measure_noop(connection, args)
-        run_seconds = _measure_runs(app, connection, args, org_id, workflow_id, version_id)
+        load_before = os.getloadavg()
+        noop_seconds = run_seconds = 0.0
+        for index in range(args.rounds):
+            count = args.runs // args.rounds + (1 if index < args.runs % args.rounds else 0)
+            noop_seconds += _measure_noop(connection, args, count)
+            run_seconds += _measure_runs(app, connection, args, count, org_id, workflow_id, version_id)
+        load_after = os.getloadavg()
     finally:
         for worker in workers:
             worker.terminate()
@@ -147,6 +163,7 @@ def main():
     ratio = run_rate / noop_rate
     result = {
         "runs": args.runs,
+        "rounds": args.rounds,
         "workers": args.workers,
         "noop_jobs_per_second": round(noop_rate, 1),
         "workflow_runs_per_second": round(run_rate, 1),
@@ -154,6 +171,10 @@ def main():
         "target_ratio": TARGET_RATIO,
         "target_runs_per_second": TARGET_RUNS_PER_SECOND,
         "cpus": os.cpu_count(),
+        # The 1-, 5- and 15-minute load averages; the machine may be shared with other work.
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in load_after],
+        "async_commit": os.environ.get("WORKFLOW_ASYNC_COMMIT", "true"),
         "python": platform.python_version(),
     }
     print(json.dumps(result, indent=2))
@@ -184,35 +205,40 @@ def _wait_until(condition, limit, what):
         time.sleep(0.01)
 
 
-def _enqueue_noops(connection, count):
+def _result_ttl(args):
+    """Seconds to keep finished jobs: the waits count them, so none may expire during a phase."""
+    return int(args.time_limit) + 60
+
+
+def _enqueue_noops(connection, count, result_ttl):
     from rq import Queue
 
     queue = Queue(QUEUE, connection=connection)
     # By name: run as `python -m bench.workflows`, this module is __main__ here but not in the workers.
-    jobs = [Queue.prepare_data("bench.workflows.noop", result_ttl=60) for _ in range(count)]
+    jobs = [Queue.prepare_data("bench.workflows.noop", result_ttl=result_ttl) for _ in range(count)]
     queue.enqueue_many(jobs)
     return queue
 
 
 def _warm_up(connection, args):
     """Let each worker import the app and open its connections before anything is timed."""
-    queue = _enqueue_noops(connection, args.workers * 20)
+    queue = _enqueue_noops(connection, args.workers * 20, _result_ttl(args))
     _wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, args.time_limit, "warm-up")
     queue.finished_job_registry.cleanup()
 
 
-def _measure_noop(connection, args):
+def _measure_noop(connection, args, count):
     from rq import Queue
 
     queue = Queue(QUEUE, connection=connection)
     finished_before = queue.finished_job_registry.count
     started = time.perf_counter()
-    _enqueue_noops(connection, args.runs)
-    _wait_until(lambda: queue.finished_job_registry.count - finished_before >= args.runs, args.time_limit, "no-op jobs")
+    _enqueue_noops(connection, count, _result_ttl(args))
+    _wait_until(lambda: queue.finished_job_registry.count - finished_before >= count, args.time_limit, "no-op jobs")
     return time.perf_counter() - started
 
 
-def _measure_runs(app, connection, args, org_id, workflow_id, version_id):
+def _measure_runs(app, connection, args, count, org_id, workflow_id, version_id):
     from rq import Queue
 
     from app.extensions import db
@@ -235,26 +261,34 @@ def _measure_runs(app, connection, args, org_id, workflow_id, version_id):
                 "queued_at": now,
                 "created_at": now,
             }
-            for index in range(args.runs)
+            for index in range(count)
         ]
         ids = db.session.scalars(db.insert(WorkflowRun).returning(WorkflowRun.id), rows).all()
         db.session.commit()
         db.session.remove()
 
     queue = Queue(QUEUE, connection=connection)
+    finished_before = queue.finished_job_registry.count
+    failed_before = queue.failed_job_registry.count
     started = time.perf_counter()
-    queue.enqueue_many([Queue.prepare_data(execute_run_job, (run_id,), result_ttl=60) for run_id in ids])
+    queue.enqueue_many([Queue.prepare_data(execute_run_job, (run_id,), result_ttl=_result_ttl(args)) for run_id in ids])
+
+    # The same wait as for the no-op jobs: a run's job finishes after the run's commit. Polling
+    # PostgreSQL every 10 ms instead would take CPU from the workers on a small machine.
+    def all_finished():
+        failed = queue.failed_job_registry.count - failed_before
+        if failed:
+            raise SystemExit(f"{failed} run jobs failed; see the worker logs")
+        return queue.finished_job_registry.count - finished_before >= count
+
+    _wait_until(all_finished, args.time_limit, "workflow runs")
+    elapsed = time.perf_counter() - started
 
     with psycopg.connect(f"{args.server}/{args.database}", autocommit=True) as check:
-
-        def all_succeeded():
-            counts = dict(check.execute("SELECT status, count(*) FROM workflow_runs GROUP BY status").fetchall())
-            if counts.get("failed"):
-                raise SystemExit(f"{counts['failed']} runs failed; see the worker logs")
-            return counts.get("succeeded", 0) >= args.runs
-
-        _wait_until(all_succeeded, args.time_limit, "workflow runs")
-        return time.perf_counter() - started
+        counts = dict(check.execute("SELECT status, count(*) FROM workflow_runs GROUP BY status").fetchall())
+    if set(counts) != {"succeeded"}:
+        raise SystemExit(f"expected only succeeded runs, found {counts}; see the worker logs")
+    return elapsed
 
 
 if __name__ == "__main__":
