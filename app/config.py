@@ -156,7 +156,8 @@ def load_config(instance_path):
         # Seconds past a step's timeout after which a run whose worker stopped is resumed or failed.
         "RUN_RECOVERY_SECONDS": _int("RUN_RECOVERY_SECONDS", 60),
         # PostgreSQL: commit runs of only transform and condition steps without waiting for the
-        # WAL flush. A database crash can lose the last of those commits; those runs run again.
+        # WAL flush. A database crash can lose the most recent of those commits, and those runs
+        # are then run again.
         "WORKFLOW_ASYNC_COMMIT": _bool("WORKFLOW_ASYNC_COMMIT", True),
         # Host names, addresses or networks (comma-separated) that http_request, webhook and
         # integration calls may reach even though they are loopback or private.

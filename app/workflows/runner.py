@@ -482,10 +482,11 @@ def _final_statement(succeeded, with_attempts, asynchronous):
 
     `asynchronous` sets synchronous_commit off for the transaction, so its commit does not wait
     for the WAL flush. It is only used for a run that ran in its claiming transaction, which means
-    it ran only pure steps. A database crash can then lose the last fraction of a second of such
-    commits: those runs are back to "queued" and the scheduler enqueues them again, to the same
-    result. An outgoing webhook about such a run is sent only after the delivery's own claim has
-    committed synchronously, and that flushes the run's commit first.
+    it ran only pure steps. A database crash can then lose the most recent of such commits, as
+    "Asynchronous Commit" in the PostgreSQL manual describes. Those runs are back to "queued", and
+    the scheduler enqueues them again after ten times RUN_RECOVERY_SECONDS, to the same result.
+    An outgoing webhook about such a run is sent only after the delivery's own claim has committed
+    synchronously, and that flushes the run's commit first.
     """
     table = WorkflowRun.__table__
     if succeeded:
