@@ -61,6 +61,7 @@ def stored_runs(app, workflow_id):
                 "error": run.error,
                 "trigger": run.trigger_type,
                 "input": run.input,
+                "created_at": run.created_at,
                 "finished_at": run.finished_at,
                 "attempts": len(run.attempts),
             }
@@ -98,6 +99,7 @@ def test_scheduled_run_past_limit_is_skipped(limited_app, client, member, wait_f
     assert run["trigger"] == "schedule"
     assert run["error"] == LIMIT_REASON
     assert run["finished_at"] is not None
+    assert run["finished_at"] >= run["created_at"]
     assert run["attempts"] == 0
     assert runs_used(limited_app, member["org_id"]) == 2
 

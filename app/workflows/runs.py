@@ -63,7 +63,7 @@ def create_run(workflow, trigger_type, data=None, user_id=None, scheduled_for=No
     if skip_reason is not None:
         run.status = "skipped"
         run.error = skip_reason
-        run.finished_at = utcnow()
+        run.created_at = run.finished_at = utcnow()
     db.session.add(run)
     db.session.flush()
     if skip_reason is not None:
