@@ -56,6 +56,17 @@ def count(name, limit, window_seconds):
     )
 
 
+def uncount(name, window_seconds):
+    """Take back one attempt counted under `name` in the current window, such as a correct code."""
+    connection = get_queues().connection
+    key = f"floyo:ratelimit:{name}:{int(time.time() // window_seconds)}"
+    try:
+        if connection.decr(key) < 0:
+            connection.delete(key)
+    except redis.RedisError:
+        logger.exception("rate limit uncount failed name=%s", name)
+
+
 def hit(name, limit, window_seconds):
     """Count one attempt under `name`; return (allowed, seconds until the window resets)."""
     state = count(name, limit, window_seconds)

@@ -6,6 +6,7 @@ computed for a known time step.
 
 import logging
 import re
+from types import SimpleNamespace
 
 import pyotp
 import pytest
@@ -383,6 +384,29 @@ def test_wrong_codes_rate_limited(client, auth, make_user, app, clock, enable_tw
     assert b"Too many two-factor code attempts" in response.data
     assert client.get("/").status_code == 302
     assert len(audit_actions(app, "auth.two_factor_failed")) == 3
+
+
+def test_correct_codes_do_not_use_up_limit(client, auth, make_user, app, clock, enable_two_factor, monkeypatch):
+    app.config["TWO_FACTOR_RATE_LIMIT"] = 2
+    # One rate-limit window for the whole test, wherever the real clock is.
+    monkeypatch.setattr("app.ratelimit.time", SimpleNamespace(time=lambda: 1_800_000_150.0))
+    user = make_user()
+    secret = enable_two_factor(user)["secret"]
+    wrong = code_at(secret, clock.now + 10 * STEP)
+
+    auth.signin(user["email"])
+    first_wrong = client.post("/signin/two-factor", data={"code": wrong})
+    correct = client.post("/signin/two-factor", data={"code": code_at(secret, clock.now)})
+    auth.signout()
+    clock.now += STEP
+    auth.signin(user["email"])
+    second_wrong = client.post("/signin/two-factor", data={"code": wrong})
+    third_wrong = client.post("/signin/two-factor", data={"code": wrong})
+
+    assert first_wrong.status_code == 422
+    assert correct.status_code == 302
+    assert second_wrong.status_code == 422
+    assert third_wrong.status_code == 429
 
 
 def test_code_attempts_limited_per_address(client, auth, make_user, app, clock, enable_two_factor):

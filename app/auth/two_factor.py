@@ -18,7 +18,7 @@ from app.extensions import db
 from app.htmx import hx_redirect
 from app.orgs.access import current_membership, role_allows, role_required
 from app.orgs.service import current_org
-from app.ratelimit import enforce
+from app.ratelimit import enforce, uncount
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def _enforce_code_rate_limit(user):
     message = "Too many two-factor code attempts."
     enforce(f"two-factor:ip:{_client_address()}", limit * 5, window, message)
     enforce(f"two-factor:user:{user.id}", limit, window, message)
+
+
+def _uncount_code_attempt(user):
+    """Take back a correct code's attempt, so that only wrong codes use up the limit."""
+    window = current_app.config["TWO_FACTOR_RATE_WINDOW_SECONDS"]
+    uncount(f"two-factor:ip:{_client_address()}", window)
+    uncount(f"two-factor:user:{user.id}", window)
 
 
 def _record_failure(user, purpose):
@@ -102,6 +109,7 @@ def signin_two_factor():
             _record_failure(user, "sign-in")
             form.code.errors.append(service.INVALID_CODE_MESSAGE)
         else:
+            _uncount_code_attempt(user)
             user_session.two_factor_pending = False
             record(
                 "auth.signed_in",
@@ -190,6 +198,7 @@ def _code_action(purpose, action, audit_action, success_message):
             form.code.errors.append(error.message)
         return _render_settings(error.status, form, purpose)
 
+    _uncount_code_attempt(current_user)
     record(
         audit_action, actor=current_user, target_type="user", target_id=current_user.id, ip_address=_client_address()
     )
