@@ -5,3 +5,9 @@ document.addEventListener("click", (event) => {
   const target = document.querySelector(button.dataset.copyTarget);
   if (target && navigator.clipboard) navigator.clipboard.writeText(target.textContent.trim());
 });
+
+// A form with data-confirm asks before it is sent: irreversible actions such as deletions.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});

@@ -109,3 +109,31 @@ def test_htmx_swap_works_under_csp(page, csp_messages, make_user, make_api_key):
     assert "type=command_executed" in page.url
     assert page.evaluate("window.__cspViolations") == []
     assert csp_messages == []
+
+
+def test_delete_asks_for_confirmation(page, csp_messages, make_user, make_api_key):
+    user = make_user()
+    headers = {"Authorization": f"Bearer {make_api_key(user)}"}
+    created = page.request.post("/api/v1/workflows", data={"definition": WORKFLOW}, headers=headers)
+    assert created.status == 201
+    detail = f"/workflows/{created.json()['id']}"
+    sign_in(page, user)
+    page.goto(detail)
+    questions = []
+
+    def answer(dialog, accept):
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
+    page.click("button:has-text('Delete workflow')")
+    page.wait_for_timeout(300)
+    still_there = page.request.get(f"/api/v1{detail}", headers=headers).status
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    page.click("button:has-text('Delete workflow')")
+    page.wait_for_url("**/workflows")
+
+    assert questions == ["Delete this workflow with its versions and runs?"] * 2
+    assert still_there == 200
+    assert page.request.get(f"/api/v1{detail}", headers=headers).status == 404
+    assert csp_messages == []
