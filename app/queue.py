@@ -133,14 +133,30 @@ def enqueue_after_commit(func, *args, **kwargs):
     from app.extensions import db
 
     session = db.session()
-    session.info.setdefault("floyo_pending_jobs", []).append((get_queues(), func, args, kwargs))
+    session.info.setdefault("floyo_pending_jobs", []).append((get_queues(), None, func, args, kwargs))
+
+
+def enqueue_once_after_commit(flag_key, flag_seconds, func, *args, **kwargs):
+    """Enqueue a job after the commit unless the Redis key `flag_key` exists; set it for `flag_seconds`.
+
+    The job deletes the flag when it starts and then reads what is pending. The flag is tested
+    after the commit: tested before, a transaction could see the flag of a job that then starts,
+    reads and finishes before this transaction's rows are visible, leaving them unread.
+    """
+    from app.extensions import db
+
+    session = db.session()
+    flag = (flag_key, flag_seconds)
+    session.info.setdefault("floyo_pending_jobs", []).append((get_queues(), flag, func, args, kwargs))
 
 
 @event.listens_for(Session, "after_commit")
 def _enqueue_pending_jobs(session):
     pending = session.info.pop("floyo_pending_jobs", [])
-    for queues, func, args, kwargs in pending:
+    for queues, flag, func, args, kwargs in pending:
         try:
+            if flag is not None and not queues.connection.set(flag[0], 1, nx=True, ex=flag[1]):
+                continue
             queues.enqueue(func, *args, **kwargs)
         except redis.RedisError:
             # The rows are committed; the job can be run again by hand (`flask floyo analyze`).

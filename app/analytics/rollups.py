@@ -24,7 +24,7 @@ from app.analytics.models import (
 )
 from app.events.models import Event
 from app.extensions import db
-from app.queue import enqueue_after_commit, get_queues
+from app.queue import enqueue_once_after_commit, get_queues
 from app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,7 @@ def queue_batch(org_id, event_ids):
 
     from app.analytics.jobs import apply_pending_rollups_job
 
-    try:
-        first = get_queues().connection.set(QUEUED_KEY.format(org_id=org_id), 1, nx=True, ex=QUEUED_KEY_SECONDS)
-    except redis.RedisError:
-        logger.exception("rollup job flag failed org_id=%s; enqueueing anyway", org_id)
-        first = True
-    if first:
-        enqueue_after_commit(apply_pending_rollups_job, org_id)
+    enqueue_once_after_commit(QUEUED_KEY.format(org_id=org_id), QUEUED_KEY_SECONDS, apply_pending_rollups_job, org_id)
 
 
 def apply_pending(org_id):
