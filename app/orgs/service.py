@@ -221,12 +221,13 @@ def _lock_owners(org_id):
 
 
 def _keep_an_owner(org, membership, action):
+    """Raise Conflict if `membership` is the organization's last owner; `action` completes "they cannot ..."."""
     if membership.role != "owner":
         return
     owners = _lock_owners(org.id)
     if len([owner for owner in owners if owner.id != membership.id]) == 0:
         raise Conflict(
-            f"{membership.user.email} is the last owner of {org.name}, so they cannot be {action}. "
+            f"{membership.user.email} is the last owner of {org.name}, so they cannot {action}. "
             "Make another member an owner first."
         )
 
@@ -239,7 +240,7 @@ def change_role(actor, actor_role, org, user_id, role, ip_address=""):
         return membership
     if "owner" in (role, membership.role) and actor_role != "owner":
         raise Forbidden("Only an owner can grant or remove the owner role.")
-    _keep_an_owner(org, membership, "demoted")
+    _keep_an_owner(org, membership, "be demoted")
 
     old_role, membership.role = membership.role, role
     record(
@@ -259,7 +260,7 @@ def remove_member(actor, actor_role, org, user_id, ip_address=""):
     membership = get_member(org.id, user_id)
     if membership.role == "owner" and actor_role != "owner":
         raise Forbidden("Only an owner can remove an owner.")
-    _keep_an_owner(org, membership, "removed")
+    _keep_an_owner(org, membership, "be removed")
 
     email = membership.user.email
     db.session.delete(membership)
@@ -279,7 +280,7 @@ def leave_org(user, org, ip_address=""):
     if org.personal:
         raise Conflict("You cannot leave your personal organization.")
     membership = membership_in(user, org.id)
-    _keep_an_owner(org, membership, "removed")
+    _keep_an_owner(org, membership, "leave")
 
     db.session.delete(membership)
     record("member.left", actor=user, target_type="user", target_id=user.id, org_id=org.id, ip_address=ip_address)
