@@ -152,6 +152,10 @@ def enqueue_once_after_commit(flag_key, flag_seconds, func, *args, **kwargs):
 
 @event.listens_for(Session, "after_commit")
 def _enqueue_pending_jobs(session):
+    # SQLAlchemy also fires after_commit when a SAVEPOINT (begin_nested) is released; the rows
+    # become visible to workers only when the outermost transaction commits.
+    if session.in_nested_transaction():
+        return
     pending = session.info.pop("floyo_pending_jobs", [])
     for queues, flag, func, args, kwargs in pending:
         try:
@@ -165,6 +169,9 @@ def _enqueue_pending_jobs(session):
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending_jobs(session):
+    # A SAVEPOINT rolled back undoes only its own part; the outer transaction may still commit.
+    if session.in_nested_transaction():
+        return
     session.info.pop("floyo_pending_jobs", None)
 
 
