@@ -35,6 +35,17 @@ class PathHourlyCount(db.Model):
     """Events per UTC hour by path, for top files and the path prefix filter."""
 
     __tablename__ = "analytics_path_hourly"
+    # A path prefix filter reads this index as a range of paths (text_pattern_ops lets PostgreSQL
+    # turn `LIKE 'src/%'` into one) instead of scanning every path of the range's hours.
+    __table_args__ = (
+        db.Index(
+            "ix_analytics_path_hourly_org_path_hour",
+            "org_id",
+            "path",
+            "hour_start",
+            postgresql_ops={"path": "text_pattern_ops"},
+        ),
+    )
 
     org_id = db.Column(db.Integer, db.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
     hour_start = db.Column(UTCDateTime, primary_key=True)
