@@ -137,6 +137,9 @@ def load_config(instance_path):
         # Analytics: the longest date range one request may ask for, and the length of top lists.
         "ANALYTICS_MAX_RANGE_DAYS": _int("ANALYTICS_MAX_RANGE_DAYS", 366),
         "ANALYTICS_TOP_N": _int("ANALYTICS_TOP_N", 10),
+        # How many recently viewed time zones, besides UTC, the rollup job caches the 7, 30 and
+        # 90 day pages in after an ingest (three pages each); 0 caches UTC only.
+        "ANALYTICS_WARM_ZONES": _int("ANALYTICS_WARM_ZONES", 2),
         # Files: "local" keeps them under FILE_STORAGE_PATH (default INSTANCE_PATH/files), "s3" in
         # the S3_BUCKET of an S3-compatible service.
         "FILE_STORAGE": os.environ.get("FILE_STORAGE", "local").lower(),

@@ -10,6 +10,7 @@ embedded mode, where each process has its own cache).
 import hashlib
 import json
 import logging
+import time
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -24,6 +25,10 @@ CACHE_SECONDS = 24 * 3600
 KEY_PREFIX = "floyo:analytics"
 # The version of an organization whose rollups have counted no event yet.
 EMPTY_VERSION = "empty"
+# A sorted set of the time zones the organization's analytics pages were computed in, scored by
+# the time of the last miss; the rollup job precomputes the preset ranges in the newest of them.
+ZONES_KEY = "floyo:analytics-zones:{org_id}"
+ZONES_KEPT = 20
 
 
 def rollup_version(org_id):
@@ -70,3 +75,30 @@ def cached(org_id, version, name, parameters, compute):
     except RedisError as error:
         logger.warning("analytics cache write failed org_id=%s name=%s error=%s", org_id, name, error)
     return value
+
+
+def remember_zone(org_id, zone):
+    """Record that someone in the organization viewed the page in `zone`, for `recent_zones`."""
+    key = ZONES_KEY.format(org_id=org_id)
+    connection = get_queues().connection
+    try:
+        pipeline = connection.pipeline(transaction=False)
+        pipeline.zadd(key, {zone: time.time()})
+        # Keep the set small: only the most recent zones are ever read.
+        pipeline.zremrangebyrank(key, 0, -(ZONES_KEPT + 1))
+        pipeline.expire(key, CACHE_SECONDS * 30)
+        pipeline.execute()
+    except RedisError as error:
+        logger.warning("analytics zone record failed org_id=%s zone=%s error=%s", org_id, zone, error)
+
+
+def recent_zones(org_id, limit):
+    """Return up to `limit` time zone names the organization's pages were last computed in, newest first."""
+    if limit <= 0:
+        return []
+    try:
+        zones = get_queues().connection.zrevrange(ZONES_KEY.format(org_id=org_id), 0, limit - 1)
+    except RedisError as error:
+        logger.warning("analytics zone read failed org_id=%s error=%s", org_id, error)
+        return []
+    return [zone.decode() if isinstance(zone, bytes) else zone for zone in zones]

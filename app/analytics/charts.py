@@ -31,13 +31,15 @@ def _bar_list(items, label_key, title):
     }
 
 
-def build_figures(dashboard):
-    activity = dashboard["activity"]
-    heatmap = dashboard["heatmap"]
-    sessions = dashboard["sessions"]
-    runs = dashboard["workflow_runs"]
-    suggestions = dashboard["suggestions"]
-    figures = {
+def build_event_figures(figures):
+    """Build the figures drawn from the rollups, which can be cached with them until the next ingest.
+
+    `figures` is the dict of event figures that `service` caches (activity, heatmap, top lists, sessions).
+    """
+    activity = figures["activity"]
+    heatmap = figures["heatmap"]
+    sessions = figures["sessions"]
+    return {
         "activity": {
             "data": [
                 {"type": "bar", "name": series["type"], "x": activity["periods"], "y": series["counts"]}
@@ -57,9 +59,9 @@ def build_figures(dashboard):
             ],
             "layout": _layout(yaxis={"autorange": "reversed"}),
         },
-        "top_files": _bar_list(dashboard["top_files"], "path", "events"),
-        "top_file_types": _bar_list(dashboard["top_file_types"], "name", "events"),
-        "top_tools": _bar_list(dashboard["top_tools"], "name", "events"),
+        "top_files": _bar_list(figures["top_files"], "path", "events"),
+        "top_file_types": _bar_list(figures["top_file_types"], "name", "events"),
+        "top_tools": _bar_list(figures["top_tools"], "name", "events"),
         "sessions": {
             "data": [
                 {"type": "bar", "name": "sessions", "x": sessions["periods"], "y": sessions["counts"]},
@@ -76,6 +78,12 @@ def build_figures(dashboard):
                 xaxis={"type": "category"}, yaxis2={"overlaying": "y", "side": "right", "title": {"text": "minutes"}}
             ),
         },
+    }
+
+
+def build_live_figures(runs, suggestions):
+    """Build the figures of workflow runs and suggestions, which change without an ingest."""
+    figures = {
         "suggestions": {
             "data": [
                 {
@@ -96,3 +104,11 @@ def build_figures(dashboard):
             "layout": _layout(barmode="stack", xaxis={"type": "category"}),
         }
     return figures
+
+
+def build_figures(dashboard):
+    """Build every figure of a dashboard."""
+    return {
+        **build_event_figures(dashboard),
+        **build_live_figures(dashboard["workflow_runs"], dashboard["suggestions"]),
+    }

@@ -6,6 +6,7 @@ import uuid
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import NotFound
 from app.queue import get_queues, job
@@ -24,9 +25,21 @@ EXPORT_JOB_PREFIX = "analytics-export"
 def apply_pending_rollups_job(org_id):
     """Add the organization's newly stored events to its rollups."""
     from app.analytics.rollups import apply_pending
+    from app.analytics.service import warm_presets
+    from app.extensions import db
 
     added = apply_pending(org_id)
     logger.info("analytics rollups updated org_id=%s events=%s", org_id, added)
+    if not added:
+        return
+    # The rollups are committed; a failed warm-up only means the next view computes its figures.
+    try:
+        pages = warm_presets(org_id)
+    except SQLAlchemyError:
+        db.session.rollback()
+        logger.exception("analytics warm-up failed org_id=%s", org_id)
+        return
+    logger.info("analytics preset pages cached org_id=%s pages=%s", org_id, pages)
 
 
 @job

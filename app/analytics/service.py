@@ -1,5 +1,6 @@
 """The analytics figures, read from the rollups: the same numbers for pages, API and export."""
 
+import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -8,7 +9,8 @@ from importlib import import_module
 from flask import current_app
 from sqlalchemy import and_, extract, func, inspect, or_, select, union_all
 
-from app.analytics.cache import EMPTY_VERSION, cached, format_version
+from app.analytics.cache import EMPTY_VERSION, cached, format_version, recent_zones, remember_zone, rollup_version
+from app.analytics.charts import build_event_figures, build_live_figures
 from app.analytics.models import (
     ActivitySession,
     AnalyticsState,
@@ -18,7 +20,9 @@ from app.analytics.models import (
     PathHourlyCount,
     TypeHourlyCount,
 )
+from app.analytics.query import RANGE_PRESETS, parse_query
 from app.auth.models import User
+from app.errors import ValidationError
 from app.events.models import EVENT_TYPES
 from app.extensions import db
 from app.insights.models import Suggestion
@@ -388,20 +392,20 @@ def _cache_parameters(query, **extra):
     }
 
 
+def _compute_event_summary(org_id, query):
+    events, members = _event_totals(org_id, query)
+    sessions = _sessions(org_id, query)
+    return {
+        "events": events,
+        "active_members": members,
+        "sessions": sessions["total"],
+        "average_session_minutes": sessions["average_minutes_overall"],
+    }
+
+
 def _event_summary(org_id, query, version):
     """Return the headline figures that come from the rollups, cached until the next ingest."""
-
-    def compute():
-        events, members = _event_totals(org_id, query)
-        sessions = _sessions(org_id, query)
-        return {
-            "events": events,
-            "active_members": members,
-            "sessions": sessions["total"],
-            "average_session_minutes": sessions["average_minutes_overall"],
-        }
-
-    return cached(org_id, version, "summary", _cache_parameters(query), compute)
+    return cached(org_id, version, "summary", _cache_parameters(query), lambda: _compute_event_summary(org_id, query))
 
 
 def _summary(event_summary, runs, suggestions):
@@ -434,38 +438,66 @@ def compare(current, previous):
     return figures
 
 
+def _compute_event_figures(org_id, query, top_n):
+    hourly = _hourly_by_type(org_id, query)
+    breakdown = _breakdown(org_id, query)
+    top_files = _top_files(org_id, query, top_n)
+    sessions = _sessions(org_id, query)
+    by_type = _top(breakdown, 1, len(EVENT_TYPES) + len(breakdown))
+    return {
+        "summary": {
+            "events": sum(row[-1] for row in breakdown),
+            "active_members": len({row[0] for row in breakdown}),
+            "sessions": sessions["total"],
+            "average_session_minutes": sessions["average_minutes_overall"],
+        },
+        "activity": _activity(hourly, query),
+        "heatmap": _heatmap(hourly),
+        "types": by_type,
+        "top_files": top_files,
+        "top_file_types": _top(breakdown, 3, top_n),
+        "top_tools": _top(breakdown, 2, top_n),
+        "top_members": _with_emails(_top(breakdown, 0, top_n)),
+        "sessions": sessions,
+    }
+
+
 def _event_figures(org_id, query, version):
-    """Return every figure of the page that comes from the rollups, cached until the next ingest.
+    """Return every figure of the dashboard that comes from the rollups, cached until the next ingest.
 
     Workflow runs and suggestions change without an ingest, so they are read on every request.
     """
     top_n = current_app.config["ANALYTICS_TOP_N"]
+    return cached(
+        org_id,
+        version,
+        "dashboard",
+        _cache_parameters(query, granularity=query.granularity, top_n=top_n),
+        lambda: _compute_event_figures(org_id, query, top_n),
+    )
+
+
+def _page_figures(org_id, query, version, record_zone=True):
+    """Return what the page shows from the rollups, cached as one value until the next ingest.
+
+    The value holds the dashboard's event figures, the previous period's event summary and the
+    plotly JSON of the charts drawn from them, so a cache hit is one Redis read and no rendering
+    of figures. With `record_zone`, a miss also records the query's time zone for `warm_presets`.
+    """
+    top_n = current_app.config["ANALYTICS_TOP_N"]
 
     def compute():
-        hourly = _hourly_by_type(org_id, query)
-        breakdown = _breakdown(org_id, query)
-        sessions = _sessions(org_id, query)
-        by_type = _top(breakdown, 1, len(EVENT_TYPES) + len(breakdown))
+        if record_zone:
+            remember_zone(org_id, query.tz.key)
+        figures = _compute_event_figures(org_id, query, top_n)
         return {
-            "summary": {
-                "events": sum(row[-1] for row in breakdown),
-                "active_members": len({row[0] for row in breakdown}),
-                "sessions": sessions["total"],
-                "average_session_minutes": sessions["average_minutes_overall"],
-            },
-            "activity": _activity(hourly, query),
-            "heatmap": _heatmap(hourly),
-            "types": by_type,
-            "top_files": _top_files(org_id, query, top_n),
-            "top_file_types": _top(breakdown, 3, top_n),
-            "top_tools": _top(breakdown, 2, top_n),
-            "top_members": _with_emails(_top(breakdown, 0, top_n)),
-            "sessions": sessions,
+            "figures": figures,
+            "previous": _compute_event_summary(org_id, query.previous()),
+            "charts": {name: json.dumps(figure) for name, figure in build_event_figures(figures).items()},
         }
 
-    return cached(
-        org_id, version, "dashboard", _cache_parameters(query, granularity=query.granularity, top_n=top_n), compute
-    )
+    parameters = _cache_parameters(query, granularity=query.granularity, top_n=top_n)
+    return cached(org_id, version, "page", parameters, compute)
 
 
 def _dashboard(query, figures, runs, suggestions):
@@ -493,17 +525,53 @@ def build_dashboard(org_id, query):
 
 
 def build_page(org_id, query):
-    """Return the page's dashboard, the previous period's summary and whether the organization has events.
+    """Return the page's dashboard, the previous period's summary, the chart JSON and whether there are events.
 
-    On a cache hit this reads the database twice: the rollup version with the suggestion counts,
-    and the workflow runs.
+    `charts` maps each chart's name to its plotly figure as JSON. On a cache hit this reads the
+    database twice (the rollup version with the suggestion counts, and the workflow runs) and
+    the cache once.
     """
     previous = query.previous()
     version, (suggestions, previous_suggestions) = _version_and_suggestions(org_id, [query, previous])
     runs, previous_runs = _workflow_runs(org_id, [query, previous])
-    dashboard = _dashboard(query, _event_figures(org_id, query, version), runs, suggestions)
-    previous_summary = _summary(_event_summary(org_id, previous, version), previous_runs, previous_suggestions)
-    return {"dashboard": dashboard, "previous": previous_summary, "has_events": version != EMPTY_VERSION}
+    page = _page_figures(org_id, query, version)
+    live_charts = {name: json.dumps(figure) for name, figure in build_live_figures(runs, suggestions).items()}
+    return {
+        "dashboard": _dashboard(query, page["figures"], runs, suggestions),
+        "previous": _summary(page["previous"], previous_runs, previous_suggestions),
+        "charts": {**page["charts"], **live_charts},
+        "has_events": version != EMPTY_VERSION,
+    }
+
+
+def warm_presets(org_id):
+    """Compute and cache the page of each preset range, without filters, under the current rollup version.
+
+    The rollup job calls this after adding events, so the first view after an ingest reads the
+    cache. It covers UTC and the ANALYTICS_WARM_ZONES zones the organization's pages were last
+    computed in. The version is read before the figures, so figures stored under a version
+    always include at least the events that version counts. Returns the number of pages computed.
+    """
+    version = rollup_version(org_id)
+    if version == EMPTY_VERSION:
+        return 0
+    zones = ["UTC"]
+    for zone in recent_zones(org_id, current_app.config["ANALYTICS_WARM_ZONES"] + 1):
+        if zone not in zones:
+            zones.append(zone)
+    zones = zones[: current_app.config["ANALYTICS_WARM_ZONES"] + 1]
+    computed = 0
+    for zone in zones:
+        for preset in RANGE_PRESETS:
+            try:
+                query = parse_query({"range": preset, "tz": zone}, org_id)
+            except ValidationError:
+                # A zone name from Redis that this server's tz database does not know.
+                logger.warning("analytics warm-up skipped zone org_id=%s zone=%r", org_id, zone)
+                break
+            _page_figures(org_id, query, version, record_zone=False)
+            computed += 1
+    return computed
 
 
 def build_trends(org_id, query):

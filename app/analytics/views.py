@@ -1,12 +1,9 @@
 """The analytics page: charts for a date range and filters, kept in the URL and updated by HTMX."""
 
-import json
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from app.analytics import export, service
-from app.analytics.charts import build_figures
 from app.analytics.jobs import EXPORT_STATUS_SECONDS, export_job_id, export_job_status, export_to_files_job
 from app.analytics.query import RANGE_PRESETS, parse_query
 from app.errors import ValidationError
@@ -37,7 +34,7 @@ def index():
         "dashboard": dashboard,
         "has_events": page["has_events"],
         "trends": service.compare(dashboard["summary"], page["previous"]),
-        "figures": {name: json.dumps(figure) for name, figure in build_figures(dashboard).items()},
+        "figures": page["charts"],
         "members": service.members(org.id),
         "event_types": EVENT_TYPES,
         "presets": RANGE_PRESETS,
