@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import io
 import json
+import re
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -12,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.analytics import service
+from app.analytics.cache import remember_zone
 from app.analytics.models import DailyCount, HourlyCount, PathDailyCount, PathHourlyCount, TypeHourlyCount
 from app.analytics.query import parse_query
 from app.analytics.rollups import extension_of, rebuild_rollups, record_events
@@ -729,3 +732,134 @@ def test_empty_range_says_no_events_in_range(client, member, auth):
     assert 'class="chart"' not in html
     assert 'id="analytics-empty"' not in with_events.get_data(as_text=True)
     assert 'id="chart-activity"' in with_events.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("prefix", ["docs/", "docs/report-1", "src/module4", "src/module_", "src/"])
+def test_path_prefix_dashboard_matches_raw(app, member, prefix):
+    """A path prefix reads every figure from the hourly path rollup (one grouped scan on PostgreSQL)."""
+    store_events(app, member, sample_events())
+    start, end = date(2025, 3, 2), date(2025, 3, 12)
+
+    with app.app_context():
+        params = {"from": start.isoformat(), "to": end.isoformat(), "tz": TZ.key, "path": prefix}
+        dashboard = build_dashboard(member["org_id"], parse_query(params, member["org_id"]))
+        events = db.session.scalars(db.select(Event).where(Event.org_id == member["org_id"])).all()
+
+    chosen = [
+        event
+        for event in events
+        if event.path.startswith(prefix) and start <= event.occurred_at.astimezone(TZ).date() <= end
+    ]
+    activity = dashboard["activity"]
+    from_rollups = Counter()
+    for series in activity["series"]:
+        for period, count in zip(activity["periods"], series["counts"], strict=True):
+            if count:
+                from_rollups[(period, series["type"])] = count
+    by_path = sorted(Counter(event.path for event in chosen).items(), key=lambda item: (-item[1], item[0]))
+    heatmap = dashboard["heatmap"]["counts"]
+    heat = Counter(
+        (event.occurred_at.astimezone(TZ).weekday(), event.occurred_at.astimezone(TZ).hour) for event in chosen
+    )
+    assert dashboard["summary"]["events"] == len(chosen)
+    assert dashboard["summary"]["active_members"] == (1 if chosen else 0)
+    assert from_rollups == Counter(
+        (event.occurred_at.astimezone(TZ).date().isoformat(), event.type) for event in chosen
+    )
+    assert {(w, h): heatmap[w][h] for w in range(7) for h in range(24) if heatmap[w][h]} == dict(heat)
+    assert dashboard["top_files"] == [{"path": path, "count": count} for path, count in by_path[:10]]
+    assert {item["name"]: item["count"] for item in dashboard["top_tools"]} == dict(Counter(e.tool for e in chosen))
+    assert {item["name"]: item["count"] for item in dashboard["types"]} == dict(Counter(e.type for e in chosen))
+
+
+def events_shown(html):
+    """Return the events figure of the page's headline stats."""
+    match = re.search(r'data-figure-name="events">\s*<strong>(\d+)</strong>', html)
+    assert match, "the page shows no events figure"
+    return int(match.group(1))
+
+
+def send_recent_events(client, key, count):
+    """Send `count` events of the last hours through the API, as the agent does."""
+    now = datetime.now(UTC)
+    batch = [
+        {
+            "type": "file_modified",
+            "path": f"src/recent_{index}.py",
+            "tool": "vim",
+            "occurred_at": (now - timedelta(minutes=5 + index)).isoformat(),
+        }
+        for index in range(count)
+    ]
+    response = client.post("/api/v1/events/batch", json={"events": batch}, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.fixture
+def figure_computations(monkeypatch):
+    """Count the pages whose figures this process computes from the rollups instead of the cache."""
+    computed = []
+    compute = service._compute_event_figures
+
+    def counting(org_id, query, top_n):
+        computed.append((query.range, query.tz.key))
+        return compute(org_id, query, top_n)
+
+    monkeypatch.setattr(service, "_compute_event_figures", counting)
+    return computed
+
+
+def test_rollup_job_caches_preset_pages(client, member, make_api_key, auth, wait_for_jobs, figure_computations):
+    key = make_api_key(member)
+    auth.signin(member["email"])
+    send_recent_events(client, key, 3)
+    wait_for_jobs()
+    figure_computations.clear()
+
+    pages = {preset: client.get("/analytics", query_string={"range": preset}) for preset in ("7", "30", "90")}
+    custom = client.get("/analytics", query_string={"range": "custom", "from": "2025-01-01", "to": "2025-01-31"})
+
+    for preset, response in pages.items():
+        assert response.status_code == 200, preset
+        assert events_shown(response.get_data(as_text=True)) == 3, preset
+    assert figure_computations == [("custom", "UTC")]
+    assert events_shown(custom.get_data(as_text=True)) == 0
+
+
+def test_rollup_job_caches_recent_zone(client, member, make_api_key, auth, wait_for_jobs, figure_computations):
+    key = make_api_key(member)
+    auth.signin(member["email"])
+    send_recent_events(client, key, 2)
+    wait_for_jobs()
+    before = client.get("/analytics", query_string={"range": "7", "tz": "Asia/Tokyo"})
+    send_recent_events(client, key, 3)
+    wait_for_jobs()
+    figure_computations.clear()
+
+    after = client.get("/analytics", query_string={"range": "7", "tz": "Asia/Tokyo"})
+
+    assert events_shown(before.get_data(as_text=True)) == 2
+    # The ingest changed the rollup version: the page shows the new events, computed by the job.
+    assert events_shown(after.get_data(as_text=True)) == 5
+    assert figure_computations == []
+
+
+def test_warm_presets_limits_zones(app, member):
+    store_events(app, member, sample_events())
+    app.config["ANALYTICS_WARM_ZONES"] = 1
+
+    with app.app_context():
+        for zone in ("Europe/Berlin", "Asia/Tokyo", "Not/AZone"):
+            remember_zone(member["org_id"], zone)
+        newest_unknown = service.warm_presets(member["org_id"])
+        remember_zone(member["org_id"], "Asia/Tokyo")
+        newest_known = service.warm_presets(member["org_id"])
+
+    # UTC and the newest recorded zone; a zone this server does not know is skipped.
+    assert newest_unknown == 3
+    assert newest_known == 6
+
+
+def test_warm_presets_without_events(app, member):
+    with app.app_context():
+        assert service.warm_presets(member["org_id"]) == 0
