@@ -4,6 +4,7 @@ import logging
 import tempfile
 import uuid
 
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,13 +25,23 @@ EXPORT_JOB_PREFIX = "analytics-export"
 @job
 def apply_pending_rollups_job(org_id):
     """Add the organization's newly stored events to its rollups."""
-    from app.analytics.rollups import apply_pending
+    from app.analytics.rollups import QUEUED_KEY, apply_pending
     from app.analytics.service import warm_presets
     from app.extensions import db
 
     added = apply_pending(org_id)
     logger.info("analytics rollups updated org_id=%s events=%s", org_id, added)
     if not added:
+        return
+    # A batch stored since apply_pending started has queued the next job, which will change the
+    # rollup version again and warm the pages then.
+    try:
+        next_job_queued = get_queues().connection.exists(QUEUED_KEY.format(org_id=org_id))
+    except RedisError as error:
+        logger.warning("analytics rollup job flag read failed org_id=%s error=%s", org_id, error)
+        next_job_queued = False
+    if next_job_queued:
+        logger.info("analytics warm-up left to the next rollup job org_id=%s", org_id)
         return
     # The rollups are committed; a failed warm-up only means the next view computes its figures.
     try:
