@@ -26,7 +26,7 @@ KEY_PREFIX = "floyo:analytics"
 # The version of an organization whose rollups have counted no event yet.
 EMPTY_VERSION = "empty"
 # A sorted set of the time zones the organization's analytics pages were computed in, scored by
-# the time of the last miss; the rollup job precomputes the preset ranges in the newest of them.
+# the time of the last cache miss. The rollup job precomputes the preset ranges in the newest.
 ZONES_KEY = "floyo:analytics-zones:{org_id}"
 ZONES_KEPT = 20
 

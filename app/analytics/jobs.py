@@ -43,7 +43,7 @@ def apply_pending_rollups_job(org_id):
     if next_job_queued:
         logger.info("analytics warm-up left to the next rollup job org_id=%s", org_id)
         return
-    # The rollups are committed; a failed warm-up only means the next view computes its figures.
+    # The rollups are committed, so a failed warm-up only means the next view computes its figures.
     try:
         pages = warm_presets(org_id)
     except SQLAlchemyError:

@@ -517,7 +517,7 @@ def _event_figures(org_id, query, version):
 def _page_figures(org_id, query, version, record_zone=True):
     """Return what the page shows from the rollups, cached as one value until the next ingest.
 
-    The value holds the dashboard's event figures, the previous period's event summary and the
+    The value contains the dashboard's event figures, the previous period's event summary and the
     plotly JSON of the charts drawn from them, so a cache hit is one Redis read and no rendering
     of figures. With `record_zone`, a miss also records the query's time zone for `warm_presets`.
     """
