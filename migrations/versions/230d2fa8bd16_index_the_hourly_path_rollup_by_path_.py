@@ -1,7 +1,7 @@
 """Index the hourly path rollup by path prefix
 
 Revision ID: 230d2fa8bd16
-Revises: 592890bf6f22
+Revises: e09744cd536a
 Create Date: 2026-12-04 23:51:17.923440
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '230d2fa8bd16'
-down_revision = '592890bf6f22'
+down_revision = 'e09744cd536a'
 branch_labels = None
 depends_on = None
 
