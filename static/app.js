@@ -6,7 +6,7 @@ document.addEventListener("click", (event) => {
   if (target && navigator.clipboard) navigator.clipboard.writeText(target.textContent.trim());
 });
 
-// A form with data-confirm asks before it is sent: irreversible actions such as deletions.
+// A form with data-confirm shows a confirmation dialog before it is sent, for irreversible actions.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
   if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
