@@ -73,7 +73,10 @@ def current_plan(org_id):
 
 
 def is_past_due(org_id):
-    account = get_account(org_id)
+    return account_is_past_due(get_account(org_id))
+
+
+def account_is_past_due(account):
     return bool(account and account.subscription and account.subscription.status in ("past_due", "unpaid"))
 
 

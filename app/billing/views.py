@@ -91,6 +91,7 @@ def billing_banner():
         membership = g.get("membership")
         if org is None or membership is None or membership.role != "owner":
             return False
-        return service.is_past_due(org.id)
+        # The account came with the memberships (`memberships_of`), so this costs no query.
+        return service.account_is_past_due(org.billing_account)
 
     return {"billing_past_due": billing_past_due}

@@ -19,6 +19,8 @@ class Organization(db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     memberships = db.relationship("Membership", back_populates="organization", cascade="all, delete-orphan")
+    # Read-only: the billing service owns the row. Loaded with the memberships on every page.
+    billing_account = db.relationship("BillingAccount", uselist=False, viewonly=True)
 
 
 class Membership(db.Model):

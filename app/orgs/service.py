@@ -26,7 +26,7 @@ def memberships_of(user):
     """Return the user's memberships, oldest first, with their organizations loaded in the same query."""
     return db.session.scalars(
         db.select(Membership)
-        .options(joinedload(Membership.organization))
+        .options(joinedload(Membership.organization).joinedload(Organization.billing_account))
         .where(Membership.user_id == user.id)
         .order_by(Membership.id)
     ).all()
