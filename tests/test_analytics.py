@@ -891,3 +891,16 @@ def test_rollup_job_leaves_warm_up_to_queued_job(app, member, monkeypatch):
         jobs.apply_pending_rollups_job(member["org_id"])
 
     assert warmed == [member["org_id"]]
+
+
+def test_count_axes_start_at_zero():
+    from app.analytics import charts
+
+    zeros = {"accepted": 0, "dismissed": 0, "open": 0}
+    runs = {"available": True, "periods": ["2026-12-01"], "succeeded": [0], "other": [0]}
+    figures = charts.build_live_figures(runs, zeros)
+
+    for name in ("suggestions", "workflow_runs"):
+        assert figures[name]["layout"]["yaxis"]["rangemode"] == "tozero", name
+        assert figures[name]["layout"]["xaxis"]["automargin"] is True, name
+    assert figures["workflow_runs"]["layout"]["xaxis"]["type"] == "category"

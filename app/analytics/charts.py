@@ -7,8 +7,21 @@ BAR_LIST_ROW_HEIGHT = 28
 BAR_LIST_AXIS_HEIGHT = 60
 
 
+# Counts never go below zero, so a chart of zeros starts at 0 instead of centring it. Axis labels
+# such as dates get the margin they need instead of being cut off.
+VALUE_AXIS = {"rangemode": "tozero", "automargin": True}
+CATEGORY_AXIS = {"automargin": True}
+
+
 def _layout(**extra):
-    return {**LAYOUT, **extra}
+    """Return the shared layout with `extra` on top; axis settings are merged with the defaults."""
+    layout = {**LAYOUT, "xaxis": dict(CATEGORY_AXIS), "yaxis": dict(VALUE_AXIS)}
+    for name, value in extra.items():
+        if name in ("xaxis", "yaxis", "yaxis2") and isinstance(value, dict):
+            layout[name] = {**layout.get(name, VALUE_AXIS), **value}
+        else:
+            layout[name] = value
+    return layout
 
 
 def _bar_list(items, label_key, title):
