@@ -1,5 +1,7 @@
 """The admin console and its API: access, users, organizations, statistics and the audit log."""
 
+import io
+
 import pytest
 import sqlalchemy as sa
 
@@ -8,6 +10,8 @@ from app.admin.models import AuditEntry
 from app.auth.models import ApiKey, User
 from app.events.models import Event
 from app.extensions import db
+from app.files.service import store_file
+from app.files.storage import get_storage
 from app.orgs.models import Membership, Organization
 from app.timeutil import utcnow
 
@@ -368,6 +372,21 @@ def test_delete_user_keeps_shared_org(client, admin, make_user):
         entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "user.deleted"))
         assert entry.details["email"] == "ada@example.com"
         assert {org["id"] for org in entry.details["organizations_deleted"]} == {user["org_id"], solo_id}
+
+
+def test_delete_user_removes_stored_files(client, admin, make_user):
+    app = client.application
+    user = make_user(email="ada@example.com")
+    with app.app_context():
+        stored = store_file(user["org_id"], user["id"], "notes.txt", io.BytesIO(b"hello"))
+        db.session.commit()
+        blob = get_storage().path(user["org_id"], stored.storage_key)
+    assert blob.exists()
+
+    response = client.post(f"/admin/users/{user['id']}/delete", data={"confirm_email": user["email"]})
+
+    assert response.status_code == 302
+    assert not blob.exists()
 
 
 def test_delete_user_needs_matching_email(client, admin, make_user):

@@ -17,6 +17,7 @@ from app.errors import Conflict, NotFound, ValidationError
 from app.events.models import Event
 from app.extensions import db
 from app.files.models import File
+from app.files.service import delete_file
 from app.orgs.models import Membership, Organization
 from app.timeutil import utcnow
 from app.workflows.models import Workflow, WorkflowRun
@@ -330,13 +331,15 @@ def delete_user(actor, user, confirm_email, ip_address=""):
         },
         ip_address=ip_address,
     )
+    # The files' bytes (local disk or S3) are deleted after the commit, as when a user deletes a file.
+    for stored in db.session.scalars(db.select(File).where(File.org_id.in_(org_ids))).all():
+        delete_file(stored.org_id, stored)
     user_id = user.id
     # Bulk deletes rely on the database's ON DELETE rules; the ORM objects are expunged first so
     # the session does not try to write them back.
     db.session.flush()
     db.session.expunge(user)
     if org_ids:
-        # NOTE: stored file contents (local disk or S3) of deleted organizations are not removed here.
         db.session.execute(sa.delete(Organization).where(Organization.id.in_(org_ids)))
     db.session.execute(sa.delete(User).where(User.id == user_id))
     logger.info("user deleted user_id=%s organizations_deleted=%s", user_id, org_ids)
