@@ -434,6 +434,34 @@ def add_org_with_member(app, owner, member):
         return org.id
 
 
+def test_delete_account_refused_while_paying(app, make_user):
+    from app.billing.models import Subscription
+
+    user = make_user()
+    with app.app_context():
+        db.session.add(
+            Subscription(
+                org_id=user["org_id"],
+                stripe_id="sub_paying",
+                stripe_customer_id="cus_paying",
+                status="active",
+                plan="pro",
+            )
+        )
+        db.session.commit()
+    client = signed_in_client(app, user)
+
+    response = client.post(
+        "/settings/account/delete", data={"confirm_email": user["email"], "current_password": user["password"]}
+    )
+
+    assert response.status_code == 409
+    assert "paid subscription" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, user["id"]) is not None
+        assert db.session.get(Organization, user["org_id"]) is not None
+
+
 def test_delete_account_removes_user_and_personal_data(app, make_user, make_api_key):
     user = make_user()
     key = make_api_key(user)

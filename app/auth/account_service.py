@@ -259,7 +259,16 @@ def delete_account(user, confirm_email, current_password, ip_address=""):
             {"organizations": [org["id"] for org in blocking]},
         )
 
+    from app.billing.service import has_paid_subscription
+
     plan = audit.deletion_plan(user)
+    paying = [org["name"] for org in plan["organizations_deleted"] if has_paid_subscription(org["id"])]
+    if paying:
+        raise Conflict(
+            f"{', '.join(paying)} still has a paid subscription. Cancel it in Billing before deleting your "
+            "account, so that it is not charged again.",
+            {"organizations": paying},
+        )
     org_ids = [org["id"] for org in plan["organizations_deleted"]]
     audit.record(
         "auth.account_deleted",

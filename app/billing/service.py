@@ -72,6 +72,19 @@ def current_plan(org_id):
     return plan or "free"
 
 
+def has_paid_subscription(org_id):
+    """Return whether a subscription of the organization is still charged (active, trialing or past due)."""
+    from app.billing.plans import ENTITLED_STATUSES
+
+    return bool(
+        db.session.scalar(
+            db.select(db.func.count())
+            .select_from(Subscription)
+            .where(Subscription.org_id == org_id, Subscription.status.in_(ENTITLED_STATUSES))
+        )
+    )
+
+
 def is_past_due(org_id):
     return account_is_past_due(get_account(org_id))
 

@@ -135,8 +135,7 @@ def delete_org(actor, org, confirm_name, ip_address=""):
     webhook deliveries, which keep a NULL organization. Returns the storage keys of its files, for
     the caller to delete after the commit.
     """
-    from app.billing.models import Subscription
-    from app.billing.plans import ENTITLED_STATUSES
+    from app.billing.service import has_paid_subscription
     from app.files.models import File
 
     if org.personal:
@@ -145,12 +144,7 @@ def delete_org(actor, org, confirm_name, ip_address=""):
         raise ValidationError(
             f"Type the organization's name, {org.name}, to confirm the deletion.", {"confirm_name": "does not match"}
         )
-    paying = db.session.scalar(
-        db.select(sa.func.count())
-        .select_from(Subscription)
-        .where(Subscription.org_id == org.id, Subscription.status.in_(ENTITLED_STATUSES))
-    )
-    if paying:
+    if has_paid_subscription(org.id):
         raise Conflict("This organization has a paid subscription. Cancel it in Billing before deleting.")
 
     storage_keys = db.session.scalars(db.select(File.storage_key).where(File.org_id == org.id)).all()
