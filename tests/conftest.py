@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,22 @@ def full_mode_services(tmp_path_factory):
             worker.wait(timeout=10)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+# A Unix time that starts a window of 60, 300 and 3600 seconds alike (30,000,000 minutes).
+RATE_LIMIT_EPOCH = 1_800_000_000
+
+
+@pytest.fixture(autouse=True)
+def rate_limit_clock(monkeypatch):
+    """Start each test at the beginning of the rate-limit windows, with time running as usual.
+
+    Limits count in fixed windows, so a test that crossed a window boundary on the real clock
+    would see its attempts split over two windows and fail now and then.
+    """
+    started = time.time()
+    clock = types.SimpleNamespace(time=lambda: RATE_LIMIT_EPOCH + (time.time() - started))
+    monkeypatch.setattr("app.ratelimit.time", clock)
 
 
 @pytest.fixture
