@@ -107,10 +107,20 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode changes a SQLite table by copying it and dropping the original. With
+            # foreign keys on (the app turns them on for every connection), dropping a table such
+            # as organizations would delete the rows that reference it through ON DELETE CASCADE.
+            # SQLite ignores this pragma inside a transaction, so it is sent before the first one.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():
             context.run_migrations()
+
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
