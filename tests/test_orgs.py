@@ -141,6 +141,31 @@ def test_switch_between_orgs(app, client, team):
     assert b"Members of Acme" not in page.data
 
 
+def test_next_sign_in_starts_in_last_org(app, client, auth, team):
+    client.post("/orgs/switch", data={"org_id": team["owner"]["org_id"]})
+    client.post("/orgs/switch", data={"org_id": team["org_id"]})
+    auth.signout()
+    auth.signin(team["owner"]["email"])
+
+    page = client.get("/org/members")
+
+    assert b"Members of Acme" in page.data
+
+
+def test_last_org_ignored_after_leaving(app, client, auth, team):
+    act_as(auth, client, team, "member")
+    client.post("/orgs/switch", data={"org_id": team["org_id"]})
+    left = client.post("/org/leave")
+    auth.signout()
+    auth.signin(team["member"]["email"])
+
+    page = client.get("/org/members")
+
+    assert left.status_code == 302
+    assert page.status_code == 200
+    assert b"Members of Acme" not in page.data
+
+
 def test_switch_to_foreign_org_rejected(app, client, team, make_user):
     stranger = make_user()
 

@@ -19,6 +19,10 @@ class User(UserMixin, db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     # Set when the user opens a link sent to `email` (a verification link or an email-change confirmation).
     email_verified_at = db.Column(UTCDateTime)
+    # The organization chosen last, so that a new sign-in starts there instead of the personal one.
+    # No foreign key: on SQLite adding one rebuilds the users table, and `current_org` ignores an
+    # id the user is no longer a member of.
+    last_org_id = db.Column(db.Integer)
     # Two-factor sign-in (TOTP). Secrets are Fernet tokens (app.integrations.crypto). The pending
     # secret is the one being enrolled, and it becomes `totp_secret_encrypted` after a correct code.
     totp_secret_encrypted = db.Column(db.Text)

@@ -32,6 +32,12 @@ def memberships_of(user):
     ).all()
 
 
+def choose_org(user, org_id):
+    """Make `org_id` the organization the user works in, in this session and at the next sign-in."""
+    session["org_id"] = org_id
+    user.last_org_id = org_id
+
+
 def current_org():
     """Return the organization the signed-in user is working in (their personal one by default).
 
@@ -41,7 +47,7 @@ def current_org():
     if "org" in g:
         return g.org
     memberships = memberships_of(current_user)
-    chosen = session.get("org_id")
+    chosen = session.get("org_id") or current_user.last_org_id
     membership = next((m for m in memberships if m.org_id == chosen), None)
     if membership is None:
         membership = next((m for m in memberships if m.organization.personal), memberships[0] if memberships else None)

@@ -100,7 +100,8 @@ def create():
         flash(error.message, "error")
         return render_template("orgs/new.html", name=request.form.get("name", "")), error.status
 
-    session["org_id"] = org.id
+    service.choose_org(current_user, org.id)
+    db.session.commit()
     flash(f"Created {org.name}. Invite people from the Members page.", "success")
     return hx_redirect(url_for("orgs.members"))
 
@@ -115,7 +116,8 @@ def switch():
 
     membership = service.membership_in(current_user, org_id)
 
-    session["org_id"] = membership.org_id
+    service.choose_org(current_user, membership.org_id)
+    db.session.commit()
     flash(f"You are now working in {membership.organization.name}.", "success")
     return hx_redirect(safe_next(request.form.get("next")) or url_for("insights.dashboard"))
 
@@ -305,11 +307,11 @@ def accept_invitation():
     token = request.form.get("token", "")
     try:
         membership = invitations.accept_invitation(current_user, token, _client_address())
+        service.choose_org(current_user, membership.org_id)
         db.session.commit()
     except ServiceError as error:
         db.session.rollback()
         return render_template("orgs/invitation.html", error=error.message, invitation=None), error.status
 
-    session["org_id"] = membership.org_id
     flash(f"You joined {membership.organization.name} as {membership.role}.", "success")
     return hx_redirect(url_for("insights.dashboard"))
