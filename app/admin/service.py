@@ -331,19 +331,28 @@ def delete_user(actor, user, confirm_email, ip_address=""):
         },
         ip_address=ip_address,
     )
-    # The files' bytes (local disk or S3) are deleted after the commit, as when a user deletes a file.
+    user_id = user.id
+    delete_user_rows(user, org_ids)
+    logger.info("user deleted user_id=%s organizations_deleted=%s", user_id, org_ids)
+    return plan
+
+
+def delete_user_rows(user, org_ids):
+    """Delete the user and the organizations `org_ids` with their files; the caller commits.
+
+    The files' bytes (local disk or S3) go after the commit, as when a user deletes a file. The
+    rows go by bulk deletes and the database's ON DELETE rules. The flush first writes pending
+    rows (such as the audit entry, which names the user), and expunging the user keeps the ORM
+    from writing it back.
+    """
     for stored in db.session.scalars(db.select(File).where(File.org_id.in_(org_ids))).all():
         delete_file(stored.org_id, stored)
     user_id = user.id
-    # Bulk deletes rely on the database's ON DELETE rules; the ORM objects are expunged first so
-    # the session does not try to write them back.
     db.session.flush()
     db.session.expunge(user)
     if org_ids:
         db.session.execute(sa.delete(Organization).where(Organization.id.in_(org_ids)))
     db.session.execute(sa.delete(User).where(User.id == user_id))
-    logger.info("user deleted user_id=%s organizations_deleted=%s", user_id, org_ids)
-    return plan
 
 
 # Organizations

@@ -17,8 +17,6 @@ from app.auth.models import AccountToken, User, UserSession
 from app.auth.service import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, find_user_by_email, hash_token, normalize_email
 from app.errors import Conflict, ServiceError, ValidationError
 from app.extensions import db
-from app.files.models import File
-from app.files.service import delete_file
 from app.mail import send_mail
 from app.orgs.models import Organization
 from app.timeutil import utcnow
@@ -278,16 +276,8 @@ def delete_account(user, confirm_email, current_password, ip_address=""):
         details={"email": user.email, "organizations_deleted": org_ids},
         ip_address=ip_address,
     )
-    for stored in db.session.scalars(db.select(File).where(File.org_id.in_(org_ids))).all():
-        delete_file(stored.org_id, stored)
-    # Bulk deletes rely on the database's ON DELETE rules. The flush writes the audit entry while the
-    # user row it names still exists, and expunging the user keeps the ORM from writing it back.
     user_id = user.id
-    db.session.flush()
-    db.session.expunge(user)
-    if org_ids:
-        db.session.execute(sa.delete(Organization).where(Organization.id.in_(org_ids)))
-    db.session.execute(sa.delete(User).where(User.id == user_id))
+    audit.delete_user_rows(user, org_ids)
     logger.info("account deleted user_id=%s organizations_deleted=%s", user_id, org_ids)
     return plan
 
