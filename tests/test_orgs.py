@@ -373,7 +373,8 @@ def test_signed_out_visitor_signs_in_and_accepts(app, client, auth, team, make_u
     page = client.get("/org/members")
 
     assert landing.status_code == 200
-    assert b"Sign in" in landing.data and b"Create an account" in landing.data
+    assert b"Sign in" in landing.data
+    assert b"Create an account" in landing.data
     assert signin.status_code == 302
     assert signin.headers["Location"] == link
     assert b"Join Acme" in back.data
@@ -744,7 +745,8 @@ def test_api_invitation_lifecycle(app, client, team, keys):
     body = created.get_json()
     assert body["email"] == "new@example.com"
     assert body["status"] == "pending"
-    assert "token" not in body and "token_hash" not in body
+    assert "token" not in body
+    assert "token_hash" not in body
     token = parse_qs(urlsplit(last_link(app)).query)["token"][0]
     assert token not in created.get_data(as_text=True)
     assert [item["id"] for item in listed.get_json()["data"]] == [invitation_id]

@@ -140,7 +140,7 @@ def test_editor_htmx_save_invalid_shows_message(app, client, auth, member):
     response = client.post("/workflows/new", data=_editor_form(definition()), headers={"HX-Request": "true"})
     next_page = client.get("/workflows")
 
-    # htmx swaps only 2xx answers, so the refused save comes back as a fragment with its message.
+    # htmx swaps only 2xx responses, so the rejected save comes back as a fragment with its message.
     assert response.status_code == 200
     assert b'id="editor"' in response.data
     assert b"The workflow definition is invalid" in response.data

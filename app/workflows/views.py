@@ -29,7 +29,7 @@ def _render_editor(state, workflow=None, suggestion_id=None, status=200, error=N
         "error": error,
     }
     if is_htmx():
-        # htmx does not swap 4xx answers, so the fragment that shows a refused save goes out as 200.
+        # htmx does not swap 4xx responses, so the fragment that shows a rejected save goes out as 200.
         return render_template("workflows/_editor.html", **context), 200
     return render_template("workflows/edit.html", **context), status
 
